@@ -1,0 +1,153 @@
+"""One place for terminal output: human tables, JSON for scripts, warnings on stderr, progress bars.
+
+`make_reporter()` gives library code a `Reporter`: rich progress bars on a terminal, plain log lines
+(at most one every few seconds per task) when output is piped or logged.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+PLAIN_PROGRESS_INTERVAL_S = 5.0
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable output on stdout, nothing else mixed in."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if cell is None else str(cell) for cell in row))
+    console.print(table)
+
+
+def error(message: str, hint: str | None = None) -> None:
+    err_console.print(f"[bold red]Error:[/] {message}", markup=True, soft_wrap=True)
+    if hint:
+        err_console.print(f"[dim]Hint: {hint}[/]", markup=True, soft_wrap=True)
+
+
+def _format_fields(fields: dict[str, Any]) -> str:
+    parts = []
+    for key, value in fields.items():
+        parts.append(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}")
+    return " ".join(parts)
+
+
+class _RichTask:
+    def __init__(self, progress: Progress, task_id: Any) -> None:
+        self._progress = progress
+        self._task_id = task_id
+
+    def advance(self, amount: float = 1, **fields: Any) -> None:
+        self._progress.update(self._task_id, advance=amount, info=_format_fields(fields) if fields else None)
+
+    def update(self, *, completed: float | None = None, total: float | None = None, **fields: Any) -> None:
+        kwargs: dict[str, Any] = {}
+        if completed is not None:
+            kwargs["completed"] = completed
+        if total is not None:
+            kwargs["total"] = total
+        if fields:
+            kwargs["info"] = _format_fields(fields)
+        self._progress.update(self._task_id, **kwargs)
+
+
+class _PlainTask:
+    def __init__(self, description: str, total: float | None, unit: str) -> None:
+        self.description, self.total, self.unit = description, total, unit
+        self.completed = 0.0
+        self.fields: dict[str, Any] = {}
+        self._started = self._last = time.monotonic()
+
+    def _maybe_log(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < PLAIN_PROGRESS_INTERVAL_S:
+            return
+        self._last = now
+        of_total = f"/{self.total:g}" if self.total else ""
+        rate = self.completed / max(now - self._started, 1e-9)
+        extra = f" {_format_fields(self.fields)}" if self.fields else ""
+        err_console.print(f"{self.description}: {self.completed:g}{of_total} {self.unit} ({rate:.3g} {self.unit}/s){extra}", markup=False)
+
+    def advance(self, amount: float = 1, **fields: Any) -> None:
+        self.completed += amount
+        self.fields.update(fields)
+        self._maybe_log()
+
+    def update(self, *, completed: float | None = None, total: float | None = None, **fields: Any) -> None:
+        if completed is not None:
+            self.completed = completed
+        if total is not None:
+            self.total = total
+        self.fields.update(fields)
+        self._maybe_log()
+
+
+class ConsoleReporter:
+    """The CLI's `Reporter`: messages to the console, warnings to stderr, progress bars or lines."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            err_console.print(message, markup=False, soft_wrap=True)
+
+    def warning(self, message: str) -> None:
+        err_console.print(f"[yellow]Warning:[/] {message}", markup=True, soft_wrap=True)
+
+    @contextmanager
+    def progress(self, description: str, total: float | None = None, unit: str = "items") -> Iterator[Any]:
+        if self.quiet:
+            from vlmft_cli.reporting import NullReporter
+
+            with NullReporter().progress(description, total, unit) as task:
+                yield task
+            return
+        if not err_console.is_terminal:
+            task = _PlainTask(description, total, unit)
+            yield task
+            task._maybe_log(force=True)
+            return
+        columns = [
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn() if total else TextColumn(""),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+        ]
+        with Progress(*columns, console=err_console, transient=False) as progress:
+            task_id = progress.add_task(description, total=total, info="")
+            yield _RichTask(progress, task_id)
+
+
+def make_reporter(quiet: bool = False) -> ConsoleReporter:
+    return ConsoleReporter(quiet=quiet)

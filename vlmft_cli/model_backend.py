@@ -1,0 +1,139 @@
+"""The model-backend protocol: what a plugin in the `vlmft.models` entry-point group provides.
+
+A backend knows one family of vision-language models (InternVL3, Qwen2.5-VL, …): how to load it, where
+LoRA goes, how frames and a conversation become model inputs with labels, and which configs describe
+its tiny offline variant and its real architecture. The core never imports a backend by name; it finds
+them through `vlmft_cli.plugins`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # heavy imports stay out of `vlmft --help`
+    import torch
+    from PIL.Image import Image
+    from transformers import PretrainedConfig, PreTrainedModel
+
+Precision = Literal["bf16", "fp16", "fp32"]
+Quantization = Literal["none", "4bit", "8bit"]
+Role = Literal["user", "assistant"]
+
+#: Label value ignored by the loss (transformers' convention).
+IGNORE_INDEX = -100
+
+#: The language-model projections LoRA targets by default (the reference recipe).
+DEFAULT_LORA_PROJECTIONS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load a model: precision, quantization, attention implementation, placement."""
+
+    precision: Precision = "bf16"
+    quantization: Quantization = "none"
+    attn_implementation: str = "sdpa"
+    device_map: str | dict[str, Any] | None = None
+    trust_remote_code: bool = False
+
+
+@dataclass
+class LoadedModel:
+    """A model with the processor its backend needs to build inputs for it."""
+
+    model: PreTrainedModel
+    processor: Any
+    source: str  # the resolved local path or hub name it was loaded from
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One turn of a conversation; frames belong to the first user turn."""
+
+    role: Role
+    text: str
+
+
+@dataclass
+class EncodedSample:
+    """Model inputs for one sample, unpadded.
+
+    `labels` equals `input_ids` on assistant answers (and their end-of-turn token) and IGNORE_INDEX elsewhere.
+    `answer_spans` holds one (start, end) token range per assistant turn, in order, for per-turn losses.
+    `extra` carries backend-specific tensors (e.g. `image_grid_thw`, `mm_token_type_ids`); per-token
+    tensors in it are 1-D with the same length as `input_ids` and are padded by `collate`.
+    """
+
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+    pixel_values: torch.Tensor
+    num_image_tokens: int
+    answer_spans: list[tuple[int, int]] = field(default_factory=list)
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+@runtime_checkable
+class ModelBackend(Protocol):
+    """A family of vision-language models, registered under `vlmft.models`."""
+
+    name: str
+    description: str
+
+    def handles(self, name_or_path: str) -> bool:
+        """Whether this backend claims a model name, hub id or local folder (by config `model_type`)."""
+        ...
+
+    def resolve(self, name_or_path: str, home: Path) -> str:
+        """Turn a name into something `from_pretrained` can load; builds tiny offline models under `home`."""
+        ...
+
+    def load(self, name_or_path: str, options: LoadOptions, home: Path) -> LoadedModel:
+        """Load model and processor with the given precision, quantization and attention."""
+        ...
+
+    def load_processor(self, name_or_path: str, home: Path) -> Any:
+        """Only the processor (for token counting and data checks without the weights)."""
+        ...
+
+    def lora_target_pattern(self, projections: Sequence[str] = DEFAULT_LORA_PROJECTIONS) -> str:
+        """A regex over module names selecting these projections in the language model only."""
+        ...
+
+    def tokens_per_frame(self, processor: Any) -> int:
+        """Visual tokens one frame costs in the sequence (image start/end tokens included)."""
+        ...
+
+    def special_tokens(self) -> dict[str, str]:
+        """Its multimodal special tokens by role, e.g. {"image_start": "<img>", …}."""
+        ...
+
+    def encode(self, processor: Any, frames: Sequence[Image], turns: Sequence[Turn], fps: float | None = None) -> EncodedSample:
+        """Frames and a conversation → input ids, labels on assistant turns only, pixel values. No truncation."""
+        ...
+
+    def encode_prompt(self, processor: Any, frames: Sequence[Image], turns: Sequence[Turn], fps: float | None = None) -> EncodedSample:
+        """Like `encode`, but the conversation ends with a user turn and the prompt ends where the answer
+        would start (generation prompt appended); labels are all IGNORE_INDEX."""
+        ...
+
+    def collate(self, samples: Sequence[EncodedSample], pad_token_id: int) -> dict[str, torch.Tensor]:
+        """Pad (right) and stack samples into the keyword arguments of the model's forward."""
+        ...
+
+    def tiny_names(self) -> list[str]:
+        """The offline tiny model names this backend builds, e.g. ["tiny-internvl3"]."""
+        ...
+
+    def architecture_config(self, variant: str) -> PretrainedConfig:
+        """The real architecture's config (e.g. "InternVL3-8B") for random-init benchmarks; no download."""
+        ...
+
+    def architecture_variants(self) -> list[str]:
+        """The variants `architecture_config` knows."""
+        ...
