@@ -113,6 +113,12 @@ class ModelBackend(Protocol):
         """Its multimodal special tokens by role, e.g. {"image_start": "<img>", …}."""
         ...
 
+    def conversation_lengths(self, processor: Any, num_frames: int, turns: Sequence[Turn]) -> list[int]:
+        """Exact sequence length of the encoded conversation cut after each assistant turn, without
+        decoding any image: element k is the length of the first k+1 QA pairs. Used for length limits,
+        length grouping and the `--dry-run` budget."""
+        ...
+
     def encode(self, processor: Any, frames: Sequence[Image], turns: Sequence[Turn], fps: float | None = None) -> EncodedSample:
         """Frames and a conversation → input ids, labels on assistant turns only, pixel values. No truncation."""
         ...

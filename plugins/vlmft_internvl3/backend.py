@@ -1,0 +1,158 @@
+"""`InternVL3Backend`: the built-in `vlmft.models` plugin for InternVL3 (InternViT + Qwen2.5).
+
+It claims tiny names, names containing "internvl" and local folders whose config says
+`model_type: internvl`; loads native `-hf` checkpoints through transformers (no remote code); builds the
+`tiny-internvl3` model offline; and encodes frames plus multi-turn QA as InternVL3's chat template does.
+Heavy libraries (torch, transformers) are imported only when a method needs them, so discovering the
+plugin stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vlmft_cli.model_backend import DEFAULT_LORA_PROJECTIONS, EncodedSample, LoadedModel, LoadOptions, Turn
+from vlmft_internvl3.tokens import END_OF_TEXT, IM_END, IM_START, IMG_CONTEXT, IMG_END, IMG_START
+
+if TYPE_CHECKING:
+    import torch
+    from PIL.Image import Image
+    from transformers import PretrainedConfig
+
+    from vlmft_internvl3.processor import InternVL3Processor
+
+TINY_NAMES = ("tiny-internvl3",)
+VARIANTS = ("InternVL3-1B", "InternVL3-2B", "InternVL3-8B")
+MODEL_TYPE = "internvl"
+
+
+def _local_model_type(path: Path) -> str | None:
+    """`model_type` from a folder's config.json, or None when there is none readable."""
+    try:
+        return json.loads((path / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+class InternVL3Backend:
+    """InternVL3 models (native transformers `InternVLForConditionalGeneration`)."""
+
+    name = "internvl3"
+    description = (
+        "InternVL3 (InternViT-300M + Qwen2.5) via transformers' native InternVL classes; tiny-internvl3 offline"
+    )
+
+    # --- names -------------------------------------------------------------------------------------
+
+    def tiny_names(self) -> list[str]:
+        return list(TINY_NAMES)
+
+    def handles(self, name_or_path: str) -> bool:
+        if name_or_path in TINY_NAMES:
+            return True
+        path = Path(name_or_path).expanduser()
+        if path.is_dir() and (path / "config.json").is_file():
+            return _local_model_type(path) == MODEL_TYPE
+        return MODEL_TYPE in name_or_path.lower()
+
+    def resolve(self, name_or_path: str, home: Path) -> str:
+        if name_or_path in TINY_NAMES:
+            from vlmft_internvl3.tiny import ensure_tiny_model
+
+            return str(ensure_tiny_model(Path(home)))
+        path = Path(name_or_path).expanduser()
+        if path.is_dir():
+            return str(path.resolve())
+        return name_or_path
+
+    # --- loading -----------------------------------------------------------------------------------
+
+    def load(self, name_or_path: str, options: LoadOptions, home: Path) -> LoadedModel:
+        from vlmft_internvl3.loading import load_model
+        from vlmft_internvl3.processor import InternVL3Processor
+
+        source = self.resolve(name_or_path, home)
+        processor = InternVL3Processor.from_pretrained(source)
+        model = load_model(source, options)
+        return LoadedModel(model=model, processor=processor, source=source)
+
+    def load_processor(self, name_or_path: str, home: Path) -> InternVL3Processor:
+        from vlmft_internvl3.processor import InternVL3Processor
+
+        return InternVL3Processor.from_pretrained(self.resolve(name_or_path, home))
+
+    # --- model structure ---------------------------------------------------------------------------
+
+    def lora_target_pattern(self, projections: Sequence[str] = DEFAULT_LORA_PROJECTIONS) -> str:
+        """Full-match regex for PEFT: the projections under `language_model`, never the vision tower or
+        the projector (whose linear layers are `linear_1`/`linear_2` and vision `q_proj`… live elsewhere)."""
+        if not projections:
+            raise ValueError("at least one projection is needed")
+        for projection in projections:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", projection):
+                raise ValueError(f"not a module name: {projection!r}")
+        alternatives = "|".join(re.escape(projection) for projection in projections)
+        return rf"^(?:.*\.)?language_model\.(?:.*\.)?(?:{alternatives})$"
+
+    def tokens_per_frame(self, processor: InternVL3Processor) -> int:
+        from vlmft_internvl3.encoding import tokens_per_frame
+
+        return tokens_per_frame(processor)
+
+    def special_tokens(self) -> dict[str, str]:
+        return {
+            "image_start": IMG_START,
+            "image_end": IMG_END,
+            "image_context": IMG_CONTEXT,
+            "turn_start": IM_START,
+            "turn_end": IM_END,
+            "pad": END_OF_TEXT,
+        }
+
+    def supports_block_mask(self, attn_implementation: str) -> bool:
+        """Whether a caller-built 4-D block mask (shared-prefix packing) works with this attention;
+        `vlmft_internvl3.block_mask.shared_prefix_block_mask` builds one."""
+        from vlmft_internvl3.block_mask import supports_block_mask
+
+        return supports_block_mask(attn_implementation)
+
+    # --- encoding ----------------------------------------------------------------------------------
+
+    def conversation_lengths(self, processor: InternVL3Processor, num_frames: int, turns: Sequence[Turn]) -> list[int]:
+        from vlmft_internvl3.encoding import conversation_lengths
+
+        return conversation_lengths(processor, num_frames, turns)
+
+    def encode(
+        self, processor: InternVL3Processor, frames: Sequence[Image], turns: Sequence[Turn], fps: float | None = None
+    ) -> EncodedSample:
+        """Training sample; `fps` is unused (InternVL3 writes frame numbers, not timestamps)."""
+        from vlmft_internvl3.encoding import encode_conversation
+
+        return encode_conversation(processor, frames, turns, generation_prompt=False)
+
+    def encode_prompt(
+        self, processor: InternVL3Processor, frames: Sequence[Image], turns: Sequence[Turn], fps: float | None = None
+    ) -> EncodedSample:
+        from vlmft_internvl3.encoding import encode_conversation
+
+        return encode_conversation(processor, frames, turns, generation_prompt=True)
+
+    def collate(self, samples: Sequence[EncodedSample], pad_token_id: int) -> dict[str, torch.Tensor]:
+        from vlmft_internvl3.encoding import collate
+
+        return collate(samples, pad_token_id)
+
+    # --- architectures -----------------------------------------------------------------------------
+
+    def architecture_variants(self) -> list[str]:
+        return list(VARIANTS)
+
+    def architecture_config(self, variant: str) -> PretrainedConfig:
+        from vlmft_internvl3.configs import architecture_config
+
+        return architecture_config(variant)
