@@ -267,3 +267,34 @@ def resolve_checkpoint(out: Path, ref: str, *, reporter: Any = None) -> Checkpoi
     if not good:
         raise CheckpointError(f"run {run.path} has no complete checkpoint")
     return good[-1]
+
+
+def best_checkpoint(run: Run) -> Checkpoint | None:
+    """The complete checkpoint with the lowest recorded eval loss, if any has one."""
+    scored = []
+    for checkpoint in run.good_checkpoints():
+        loss = (checkpoint.marker() or {}).get("eval_loss")
+        if isinstance(loss, (int, float)) and loss == loss:  # not NaN
+            scored.append((float(loss), -checkpoint.step, checkpoint))
+    return min(scored)[2] if scored else None
+
+
+def checkpoints_to_prune(run: Run, keep_last: int) -> list[Checkpoint]:
+    """Complete checkpoints beyond the newest `keep_last` and the best; never the newest complete one."""
+    good = run.good_checkpoints()
+    keep = {c.path for c in good[-max(keep_last, 1) :]}
+    best = best_checkpoint(run)
+    if best is not None:
+        keep.add(best.path)
+    return [c for c in good if c.path not in keep]
+
+
+def prune_checkpoints(run: Run, keep_last: int) -> list[Path]:
+    """Delete what `checkpoints_to_prune` selects; returns the removed folders."""
+    import shutil
+
+    removed = []
+    for checkpoint in checkpoints_to_prune(run, keep_last):
+        shutil.rmtree(checkpoint.path)
+        removed.append(checkpoint.path)
+    return removed

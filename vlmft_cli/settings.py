@@ -48,7 +48,10 @@ class Settings(BaseSettings):
 
     # What to train
     stage: Stage = Field(1, description="Curriculum stage: 1 = one QA per sample, 2 = whole conversations.")
+    data: Path | None = Field(None, description="Processed data folder (what `vlmft data extract` wrote).")
     model: str = Field("tiny-internvl3", description="Model name, hub id or local path.")
+    backend: str | None = Field(None, description="Model backend plugin; by default the one that recognises the model.")
+    experiment: str | None = Field(None, description="Experiment name (runs are {experiment}_{timestamp}); default stage{N}.")
     profile: str = Field(DEFAULT_PROFILE, description="Hardware profile name or path to a profile file.")
     seed: int = Field(42, description="Random seed for data order, LoRA init and dropout.")
 
@@ -92,6 +95,7 @@ class Settings(BaseSettings):
     eval_steps: int | None = Field(None, ge=1, description="Evaluate every N optimizer steps.")
     keep_last: int = Field(3, ge=1, description="Checkpoints kept besides the best one.")
     logging_steps: int = Field(1, ge=1, description="Log metrics every N optimizer steps.")
+    report_to: Literal["none", "tensorboard"] = Field("none", description="Extra metrics logger besides the CSV files.")
 
     @model_validator(mode="after")
     def _check_cross_fields(self) -> Settings:

@@ -1,0 +1,101 @@
+"""Loading the base model through its backend and putting LoRA on its language model.
+
+The vision tower and projector stay frozen; LoRA goes on the backend's language-model projections (or
+`lora_pattern`); QLoRA loads the base in 4-bit NF4. Stage 2 continues the stage-1 adapter's weights with
+a fresh optimizer. The chosen attention implementation is checked on the loaded model, not assumed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vlmft_cli.attention import AttentionBackend
+from vlmft_cli.errors import ConfigError
+from vlmft_cli.model_backend import LoadedModel, LoadOptions, ModelBackend
+from vlmft_cli.settings import Settings
+
+
+def load_options(settings: Settings, attention: AttentionBackend, device: str) -> LoadOptions:
+    device_map: Any = None
+    if settings.quantization != "none":
+        device_map = {"": 0} if device == "cuda" else "cpu"
+    return LoadOptions(
+        precision=settings.precision,
+        quantization=settings.quantization,
+        attn_implementation=attention.attn_implementation,
+        device_map=device_map,
+    )
+
+
+def attention_in_use(model: Any) -> set[str]:
+    """The attention implementations the model's sub-configs actually carry."""
+    found = set()
+    config = model.config
+    for sub in [config, *(getattr(config, name, None) for name in ("text_config", "vision_config"))]:
+        value = getattr(sub, "_attn_implementation", None)
+        if value:
+            found.add(value)
+    return found
+
+
+def check_attention(model: Any, expected: str) -> None:
+    text_config = getattr(model.config, "text_config", model.config)
+    actual = getattr(text_config, "_attn_implementation", None)
+    if actual != expected:
+        raise ConfigError(f"asked for attention {expected!r} but the language model runs {actual!r}")
+
+
+def lora_pattern(settings: Settings, backend: ModelBackend) -> str:
+    return settings.lora_pattern or backend.lora_target_pattern(tuple(settings.lora_projections))
+
+
+def build_model(
+    settings: Settings,
+    backend: ModelBackend,
+    attention: AttentionBackend,
+    *,
+    device: str,
+    init_adapter: Path | None = None,
+) -> tuple[Any, LoadedModel]:
+    """(trainable PEFT model, the loaded base with its processor)."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+    loaded = backend.load(settings.model, load_options(settings, attention, device), settings.home)
+    model = loaded.model
+    check_attention(model, attention.attn_implementation)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    if settings.quantization != "none":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing)
+    elif settings.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+
+    if init_adapter is not None:
+        model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+    else:
+        config = LoraConfig(
+            r=settings.lora_r,
+            lora_alpha=settings.lora_alpha,
+            lora_dropout=settings.lora_dropout,
+            target_modules=lora_pattern(settings, backend),
+            bias="none",
+        )
+        torch.manual_seed(settings.seed)
+        model = get_peft_model(model, config)
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    if not trainable:
+        raise ConfigError("no LoRA parameters matched; check lora_projections / lora_pattern")
+    leaked = [name for name in trainable if "lora_" not in name]
+    if leaked:
+        raise RuntimeError(f"parameters outside LoRA are trainable: {leaked[:3]}")
+    return model, loaded
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total

@@ -1,0 +1,119 @@
+"""transformers' Trainer with vlmft's parts: our sampler, our evaluation, token counting, and
+checkpoints written into a staging folder, marked complete, then renamed into place.
+
+The optimizer loop, schedule, accumulation, mixed precision, resume and distributed launch stay the
+Trainer's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer
+
+from vlmft_cli import runs
+from vlmft_cli.reporting import NullReporter, Reporter
+from vlmft_cli.training.dataset import ExampleDataset
+from vlmft_cli.training.evaluation import EvalResult, evaluate_loss
+from vlmft_cli.training.sampling import SeededOrderSampler
+
+#: A pickle the Trainer writes into every checkpoint and never needs to resume; we never unpickle it.
+TRAINING_ARGS_PICKLE = "training_args.bin"
+
+
+class CurriculumTrainer(Trainer):
+    def __init__(
+        self,
+        *args: Any,
+        order_sampler: SeededOrderSampler,
+        eval_examples: ExampleDataset | None,
+        run: runs.Run,
+        keep_last: int,
+        reporter: Reporter | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.order_sampler = order_sampler
+        self.eval_examples = eval_examples
+        self.run = run
+        self.keep_last = keep_last
+        self.reporter = reporter or NullReporter()
+        self.tokens_seen = 0
+        self.samples_seen = 0
+        self.last_eval: tuple[int, EvalResult] | None = None
+        self._staging_root: Path | None = None
+
+    # --- data ------------------------------------------------------------------------------------
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler:
+        return self.order_sampler
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+        self.tokens_seen += int(inputs["attention_mask"].sum())
+        self.samples_seen += int(inputs["input_ids"].shape[0])
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    # --- evaluation ------------------------------------------------------------------------------
+
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        if self.eval_examples is None or len(self.eval_examples) == 0:
+            return {}
+        result = evaluate_loss(
+            self.model,
+            self.eval_examples,
+            self.data_collator,
+            batch_size=self.args.per_device_eval_batch_size,
+            device=self.args.device,
+        )
+        self.last_eval = (self.state.global_step, result)
+        metrics = result.flat_metrics(metric_key_prefix)
+        self.log(dict(metrics))
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    # --- checkpoints -----------------------------------------------------------------------------
+
+    def _get_output_dir(self, trial: Any) -> str:
+        if self._staging_root is not None:
+            return str(self._staging_root)
+        return super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        step = self.state.global_step
+        staging = self.run.checkpoints_dir / runs.STAGING_DIR
+        if self.args.should_save:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        self._staging_root = staging
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_root = None
+        if not self.args.should_save:
+            return
+        written = staging / f"checkpoint-{step}"
+        (written / TRAINING_ARGS_PICKLE).unlink(missing_ok=True)
+        extra: dict[str, Any] = {"run": self.run.name, "stage": self.run.stage}
+        if self.last_eval is not None and self.last_eval[0] == step:
+            extra["eval_loss"] = self.last_eval[1].overall.loss
+        runs.write_marker(written, step, extra)
+        final = self.run.checkpoints_dir / f"checkpoint-{step}"
+        if final.exists():  # re-saving a step (e.g. an interrupt right after a save): replace it whole
+            doomed = staging / f"replaced-{step}"
+            os.rename(final, doomed)
+            os.rename(written, final)
+            shutil.rmtree(doomed, ignore_errors=True)
+        else:
+            os.rename(written, final)
+        runs.fsync_dir(self.run.checkpoints_dir)
+        shutil.rmtree(staging, ignore_errors=True)
+        self.reporter.info(f"Saved checkpoint: step={step} → {final}")
+        self._prune()
+
+    def _prune(self) -> None:
+        for removed in runs.prune_checkpoints(self.run, keep_last=self.keep_last):
+            self.reporter.info(f"Removed old checkpoint {removed.name}")
