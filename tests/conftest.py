@@ -28,3 +28,17 @@ def _isolated_environment(tmp_path_factory, monkeypatch):
 def vlmft_home(tmp_path_factory):
     """One VLMFT_HOME per test session, so the tiny models are built once."""
     return tmp_path_factory.mktemp("vlmft-home")
+
+
+@pytest.fixture(scope="session")
+def processed_data(tmp_path_factory):
+    """A small RoboVQA-format set, synthesised and extracted once per session (24 train, 6 val videos)."""
+    from pathlib import Path
+
+    from vlmft_cli.data.extract import ExtractOptions, run_extract
+    from vlmft_cli.data.synth import SynthOptions, synthesize
+
+    root = tmp_path_factory.mktemp("robovqa")
+    source = synthesize(SynthOptions(out=Path(root / "source"), videos=24, val_videos=6, seed=0))
+    run_extract(ExtractOptions(source=str(source.root), out=root / "data", size=64, workers=1))
+    return root / "data"

@@ -60,9 +60,11 @@ def root(
 
 
 def _mount() -> None:
-    from vlmft_cli.cli import plugins_cmd, profiles_cmd
+    from vlmft_cli.cli import ckpt_cmd, plugins_cmd, profiles_cmd, resume_cmd, train_cmd
 
-    for module in (plugins_cmd, profiles_cmd):
+    app.command("train")(train_cmd.train)
+    ckpt_cmd.app.command("resume")(resume_cmd.resume)
+    for module in (ckpt_cmd, plugins_cmd, profiles_cmd):
         app.add_typer(module.app)
 
 

@@ -1,0 +1,143 @@
+"""End-to-end training on the tiny model and synthetic data, through the library API."""
+
+import csv
+import json
+import math
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from vlmft_cli import runs
+from vlmft_cli.errors import CheckpointError
+from vlmft_cli.reporting import RecordingReporter
+from vlmft_cli.settings import resolve_settings
+from vlmft_cli.training.run import TrainRequest, train
+
+FAST = {"global_batch_size": 4, "save_steps": 3, "dataloader_workers": 0, "learning_rate": 1e-3}
+
+
+def request(data, out, home, stage, init_from=None, **cli):
+    resolved = resolve_settings(stage=stage, profile="cpu", cli={"data": data, "out": out, "home": home, **FAST, **cli}, environ={})
+    return TrainRequest(resolved=resolved, init_from=init_from)
+
+
+def rows(path):
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def curriculum(processed_data, vlmft_home, tmp_path_factory):
+    out = tmp_path_factory.mktemp("experiments")
+    reporter = RecordingReporter()
+    one = train(request(processed_data, out, vlmft_home, 1), reporter)
+    two = train(request(processed_data, out, vlmft_home, 2), reporter)
+    return out, one, two, reporter
+
+
+def test_stage1_run_folder_and_metrics(curriculum):
+    out, one, _, _ = curriculum
+    assert one.status == "finished"
+    run = runs.Run(one.run_dir)
+    info = run.info()
+    assert info["status"] == "finished" and info["stage"] == 1 and info["backend"] == "internvl3"
+    assert info["data"]["files"]["train"]["sha256"] and info["versions"]["transformers"]
+    config = yaml.safe_load((run.path / "config.yaml").read_text())
+    assert config["settings"]["learning_rate"] == 1e-3 and config["sources"]["learning_rate"] == "command line"
+    assert config["sources"]["max_frames"] == "stage 1 default"
+    train_rows = rows(run.logs_dir / "train_metrics.csv")
+    assert list(train_rows[0]) == ["step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "samples_per_s", "step_time_s", "peak_memory_gb"]
+    # 87 stage-1 QAs at 4 per step: 22 steps, and the schedule ends with the data (the reference ran past it).
+    assert [int(r["step"]) for r in train_rows] == list(range(1, 23)) and one.global_step == 22
+    assert float(train_rows[-1]["lr"]) < 0.05 * 1e-3 and float(train_rows[-1]["epoch"]) == 1.0
+    assert float(train_rows[-1]["loss"]) < float(train_rows[0]["loss"])
+    eval_rows = rows(run.logs_dir / "eval_metrics.csv")
+    assert {"step", "loss", "perplexity", "loss_affordance", "loss_success"} <= set(eval_rows[0])
+    assert math.isclose(float(eval_rows[0]["perplexity"]), math.exp(float(eval_rows[0]["loss"])), rel_tol=1e-6)
+    # keep_last 3 plus the best; every kept checkpoint is complete and deep-verifies.
+    kept = run.checkpoints()
+    assert kept[-1].step == 22 and 3 <= len(kept) <= 4
+    assert all(c.problem(deep=True) is None for c in kept)
+    assert not (kept[-1].path / "training_args.bin").exists()  # a pickle we never write out
+
+
+def test_stage2_starts_from_stage1_and_records_lineage(curriculum, vlmft_home):
+    out, one, two, reporter = curriculum
+    assert two.status == "finished"
+    info = runs.Run(two.run_dir).info()
+    best = runs.best_checkpoint(runs.Run(one.run_dir))
+    assert info["parent"]["run"] == one.run_dir.name and info["parent"]["checkpoint"] == str(best.path)
+    assert any("Stage 2 starts from the newest finished stage-1 run" in m for m in reporter.infos)
+    eval_rows = rows(runs.Run(two.run_dir).logs_dir / "eval_metrics.csv")
+    assert "loss_planning" in eval_rows[0] or "loss_affordance" in eval_rows[0]  # task types kept in stage 2
+
+
+def test_stage2_model_carries_the_stage1_adapter(curriculum, processed_data, vlmft_home):
+    from vlmft_cli.attention import select_attention
+    from vlmft_cli.backends import backend_for
+    from vlmft_cli.training.model import build_model
+
+    out, one, _, _ = curriculum
+    checkpoint = runs.best_checkpoint(runs.Run(one.run_dir))
+    settings = request(processed_data, out, vlmft_home, 2).resolved.settings
+    model, _ = build_model(settings, backend_for(settings.model), select_attention("sdpa"), device="cpu", init_adapter=checkpoint.path)
+    saved = load_file(checkpoint.path / "adapter_model.safetensors")
+    state = {k: v for k, v in model.state_dict().items() if "lora_" in k}
+    assert len(saved) == len(state) > 0
+    for key, tensor in saved.items():
+        live = next(v for k, v in state.items() if k.replace(".default", "") == key)
+        assert (live == tensor).all()
+    assert all(p.requires_grad for n, p in model.named_parameters() if "lora_" in n)
+
+
+def test_stage2_without_stage1_says_what_to_do(processed_data, vlmft_home, tmp_path):
+    with pytest.raises(CheckpointError, match="no finished stage-1 run"):
+        train(request(processed_data, tmp_path, vlmft_home, 2))
+
+
+def test_unavailable_attention_falls_back_and_eager_reaches_the_model(processed_data, vlmft_home, tmp_path):
+    reporter = RecordingReporter()
+    result = train(request(processed_data, tmp_path, vlmft_home, 1, attention="flash-attn-sm121", max_steps=1), reporter)
+    assert runs.Run(result.run_dir).info()["attention"] == "sdpa"
+    assert any("falling back to sdpa" in w for w in reporter.warnings)
+    result = train(request(processed_data, tmp_path, vlmft_home, 1, attention="eager", max_steps=1))
+    assert runs.Run(result.run_dir).info()["attention"] == "eager"
+    assert "attention eager" in (result.run_dir / "logs" / "training.log").read_text()
+
+
+def test_memory_cap_breach_stops_with_a_checkpoint(processed_data, vlmft_home, tmp_path):
+    result = train(request(processed_data, tmp_path, vlmft_home, 1, memory_cap_gb=0.01))
+    assert result.status == "interrupted" and result.global_step == 1
+    info = runs.Run(result.run_dir).info()
+    assert info["status"] == "interrupted" and info["stop_reason"].startswith("memory cap: process memory")
+    assert runs.Run(result.run_dir).good_checkpoints()[-1].step == 1
+    assert "vlmft ckpt resume --latest" in result.message
+
+
+def test_dry_run_counts_tokens_and_trains_nothing(processed_data, vlmft_home, tmp_path):
+    req = request(processed_data, tmp_path, vlmft_home, 1)
+    req.dry_run = True
+    result = train(req)
+    plan = result.plan
+    assert result.status == "dry-run" and not any(tmp_path.iterdir())
+    assert plan["data"]["train"]["examples"] == 87 and plan["optimizer_steps"] == 22
+    assert plan["data"]["train"]["tokens_per_example"]["min"] > 4 * 18  # four frames of 18 tokens and text
+    assert plan["memory_estimate"]["fits"] is True
+    assert plan["padding_share"] < 0.10
+
+
+def test_latest_skips_a_corrupt_checkpoint(curriculum, tmp_path):
+    import shutil
+
+    out, one, _, _ = curriculum
+    copy = tmp_path / "exp"
+    shutil.copytree(one.run_dir, copy / one.run_dir.name)
+    newest = runs.Run(copy / one.run_dir.name).checkpoints()[-1]
+    with (newest.path / "adapter_model.safetensors").open("r+b") as handle:
+        handle.truncate(100)
+    reporter = RecordingReporter()
+    found = runs.latest_checkpoint(copy, reporter=reporter)
+    assert found.step < newest.step
+    assert "skipping checkpoint" in reporter.warnings[0] and "adapter_model.safetensors" in reporter.warnings[0]
+    json.loads((found.path / runs.MARKER_FILE).read_text())
