@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -101,6 +102,14 @@ class Checkpoint:
         except (OSError, ValueError):
             return None
         return data if isinstance(data, dict) else None
+
+    @property
+    def eval_loss(self) -> float | None:
+        """The `eval_loss` its marker records, when it is a finite number."""
+        value = (self.marker() or {}).get("eval_loss")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        return None
 
     def problem(self, *, deep: bool = False) -> str | None:
         """Why this checkpoint cannot be used, or None. `deep` also checks hashes and safetensors."""
@@ -269,32 +278,8 @@ def resolve_checkpoint(out: Path, ref: str, *, reporter: Any = None) -> Checkpoi
     return good[-1]
 
 
-def best_checkpoint(run: Run) -> Checkpoint | None:
-    """The complete checkpoint with the lowest recorded eval loss, if any has one."""
-    scored = []
-    for checkpoint in run.good_checkpoints():
-        loss = (checkpoint.marker() or {}).get("eval_loss")
-        if isinstance(loss, (int, float)) and loss == loss:  # not NaN
-            scored.append((float(loss), -checkpoint.step, checkpoint))
-    return min(scored)[2] if scored else None
 
-
-def checkpoints_to_prune(run: Run, keep_last: int) -> list[Checkpoint]:
-    """Complete checkpoints beyond the newest `keep_last` and the best; never the newest complete one."""
-    good = run.good_checkpoints()
-    keep = {c.path for c in good[-max(keep_last, 1) :]}
-    best = best_checkpoint(run)
-    if best is not None:
-        keep.add(best.path)
-    return [c for c in good if c.path not in keep]
-
-
-def prune_checkpoints(run: Run, keep_last: int) -> list[Path]:
-    """Delete what `checkpoints_to_prune` selects; returns the removed folders."""
-    import shutil
-
-    removed = []
-    for checkpoint in checkpoints_to_prune(run, keep_last):
-        shutil.rmtree(checkpoint.path)
-        removed.append(checkpoint.path)
-    return removed
+def best_checkpoint(complete: list[Checkpoint]) -> Checkpoint | None:
+    """The checkpoint with the lowest recorded eval loss (the newer one on a tie), if any has one."""
+    scored = [(loss, -c.step, c) for c in complete if (loss := c.eval_loss) is not None]
+    return min(scored, key=lambda item: item[:2])[2] if scored else None

@@ -66,7 +66,7 @@ def test_stage2_starts_from_stage1_and_records_lineage(curriculum, vlmft_home):
     out, one, two, reporter = curriculum
     assert two.status == "finished"
     info = runs.Run(two.run_dir).info()
-    best = runs.best_checkpoint(runs.Run(one.run_dir))
+    best = runs.best_checkpoint(runs.Run(one.run_dir).good_checkpoints())
     assert info["parent"]["run"] == one.run_dir.name and info["parent"]["checkpoint"] == str(best.path)
     assert any("Stage 2 starts from the newest finished stage-1 run" in m for m in reporter.infos)
     eval_rows = rows(runs.Run(two.run_dir).logs_dir / "eval_metrics.csv")
@@ -79,7 +79,7 @@ def test_stage2_model_carries_the_stage1_adapter(curriculum, processed_data, vlm
     from vlmft_cli.training.model import build_model
 
     out, one, _, _ = curriculum
-    checkpoint = runs.best_checkpoint(runs.Run(one.run_dir))
+    checkpoint = runs.best_checkpoint(runs.Run(one.run_dir).good_checkpoints())
     settings = request(processed_data, out, vlmft_home, 2).resolved.settings
     model, _ = build_model(settings, backend_for(settings.model), select_attention("sdpa"), device="cpu", init_adapter=checkpoint.path)
     saved = load_file(checkpoint.path / "adapter_model.safetensors")

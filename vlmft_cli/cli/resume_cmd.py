@@ -22,13 +22,13 @@ def resume(
 
     Incomplete or corrupt checkpoints are skipped with a message. Example: vlmft ckpt resume --latest
     """
+    from vlmft_cli.ckpt.locations import default_out
     from vlmft_cli.errors import VlmftError
-    from vlmft_cli.settings import resolve_settings
     from vlmft_cli.training.run import resume as resume_training
 
     if latest == (checkpoint is not None):
         raise VlmftError("pass either --latest or a CHECKPOINT", hint="vlmft ckpt resume --latest")
-    experiments = out or resolve_settings().settings.out
+    experiments = out or default_out()
     result = resume_training(experiments, experiment=experiment, checkpoint=checkpoint, reporter=output.make_reporter(quiet=json))
     if json:
         output.print_json({"status": result.status, "run": result.run_dir, "step": result.global_step, "checkpoint": result.last_checkpoint, "train_loss": result.train_loss})

@@ -187,7 +187,7 @@ def resolve_init_adapter(settings: Settings, init_from: str | None, reporter: Re
             hint="train stage 1 first, pass --init-from PATH, or --init-from none for stage 2 alone",
         )
     run = finished[-1]
-    checkpoint = runs.best_checkpoint(run) or run.good_checkpoints()[-1]
+    checkpoint = runs.best_checkpoint(run.good_checkpoints()) or run.good_checkpoints()[-1]
     reporter.info(f"Stage 2 starts from the newest finished stage-1 run: {checkpoint.path} (pass --init-from to choose another)")
     return checkpoint
 

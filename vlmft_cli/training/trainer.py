@@ -115,5 +115,9 @@ class CurriculumTrainer(Trainer):
         self._prune()
 
     def _prune(self) -> None:
-        for removed in runs.prune_checkpoints(self.run, keep_last=self.keep_last):
-            self.reporter.info(f"Removed old checkpoint {removed.name}")
+        from vlmft_cli.ckpt.prune import plan_run, remove_folder
+
+        for removal in plan_run(self.run, self.keep_last).removed:
+            if removal.step is not None:  # complete checkpoints only: this run is still writing
+                remove_folder(removal.path)
+                self.reporter.info(f"Removed old checkpoint {removal.path.name}")

@@ -1,0 +1,1 @@
+"""Tests of `vlmft_cli.ckpt`: listing, verification, merging, exporting and pruning checkpoints."""
