@@ -1,7 +1,8 @@
 """Every Python package in the tree is listed in pyproject.toml, so a wheel carries it."""
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from vlmft_cli.model_backend import DEFAULT_LORA_PROJECTIONS, IGNORE_INDEX, LoadOptions, ModelBackend, Turn
 from vlmft_internvl3 import InternVL3Backend
 from vlmft_internvl3 import tiny as tiny_module
 from vlmft_internvl3.tokens import CHAT_TEMPLATE, IM_END, IMG_CONTEXT, IMG_END, IMG_START
-
-from vlmft_cli.model_backend import DEFAULT_LORA_PROJECTIONS, IGNORE_INDEX, LoadOptions, ModelBackend, Turn
 
 QA_TURNS = [
     Turn("user", "current goal is: Please remove the chips from the basket Q: immediate next step?"),
@@ -396,9 +396,8 @@ def test_real_layout_processor_composes_without_torchvision(backend, processor, 
 
 
 def test_non_native_checkpoint_is_refused_with_a_hint(tmp_path):
-    from vlmft_internvl3.loading import check_native_checkpoint
-
     from vlmft_cli.errors import PluginError
+    from vlmft_internvl3.loading import check_native_checkpoint
 
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
     with pytest.raises(PluginError):

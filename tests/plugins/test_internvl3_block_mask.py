@@ -11,10 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from vlmft_internvl3 import InternVL3Backend
-from vlmft_internvl3.block_mask import shared_prefix_block_mask
 
 from vlmft_cli.model_backend import IGNORE_INDEX, LoadOptions, Turn
+from vlmft_internvl3 import InternVL3Backend
+from vlmft_internvl3.block_mask import shared_prefix_block_mask
 
 QAS = [
     (

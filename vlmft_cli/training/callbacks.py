@@ -3,6 +3,7 @@ on SIGTERM/Ctrl-C, and the loss check after a resume."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import signal
@@ -174,10 +175,8 @@ class StopRequest:
 
     def install(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
+            with contextlib.suppress(ValueError):  # not the main thread: no handler, nothing to restore
                 self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
 
     def uninstall(self) -> None:
         for sig, handler in self._previous.items():

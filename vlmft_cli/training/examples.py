@@ -53,7 +53,7 @@ class LengthReport:
 
 def sample_turns(sample: Sample) -> list[Turn]:
     turns: list[Turn] = []
-    for question, answer in zip(sample.questions, sample.answers):
+    for question, answer in zip(sample.questions, sample.answers, strict=True):
         turns += [Turn("user", question.strip()), Turn("assistant", answer)]
     return turns
 
