@@ -60,12 +60,12 @@ def root(
 
 
 def _mount() -> None:
-    from vlmft_cli.cli import bench, ckpt_cmd, data, plugins_cmd, profiles_cmd, resume_cmd, train_cmd
+    from vlmft_cli.cli import bench, ckpt_cmd, data, eval_cmd, plugins_cmd, profiles_cmd, resume_cmd, train_cmd
 
     app.add_typer(data.app)
     app.command("train")(train_cmd.train)
     ckpt_cmd.app.command("resume")(resume_cmd.resume)
-    for module in (ckpt_cmd, bench, plugins_cmd, profiles_cmd):
+    for module in (eval_cmd, ckpt_cmd, bench, plugins_cmd, profiles_cmd):
         app.add_typer(module.app)
 
 

@@ -1,0 +1,142 @@
+"""Batched greedy generation: prompts encoded by the model backend, padded on the LEFT, answers decoded.
+
+A backend's `collate` pads on the right, which suits teacher forcing but not generation: every row must
+end where its answer starts. `left_pad` builds the batch with pads (and a zero attention mask) before
+each prompt; transformers derives position ids from the mask, so a padded row decodes exactly as it
+would alone. Only the new tokens are decoded, cut at the first end-of-turn token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vlmft_cli.evaluate.prompts import GenerationJob
+from vlmft_cli.model_backend import EncodedSample, ModelBackend
+from vlmft_cli.reporting import NullReporter, Reporter
+from vlmft_cli.training.dataset import load_frames
+from vlmft_cli.training.examples import Example
+
+
+def left_pad(samples: Sequence[EncodedSample], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Stack prompts padded on the left: `input_ids`, `attention_mask`, `pixel_values` (all frames in
+    order) and the backend's extras (per-token ones left-padded with 0, others concatenated)."""
+    if not samples:
+        raise ValueError("cannot batch an empty list of prompts")
+    length = max(len(sample) for sample in samples)
+    rows = len(samples)
+    input_ids = torch.full((rows, length), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((rows, length), dtype=torch.long)
+    for row, sample in enumerate(samples):
+        input_ids[row, length - len(sample) :] = sample.input_ids
+        attention_mask[row, length - len(sample) :] = 1
+    batch: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask}
+    frames = [sample.pixel_values for sample in samples if sample.pixel_values.shape[0] > 0]
+    if frames:
+        batch["pixel_values"] = torch.cat(frames, dim=0)
+    for key in samples[0].extra:
+        values = [sample.extra[key] for sample in samples]
+        if all(value.dim() == 1 and value.shape[0] == len(sample) for value, sample in zip(values, samples, strict=True)):
+            padded = torch.zeros((rows, length), dtype=values[0].dtype)
+            for row, value in enumerate(values):
+                padded[row, length - value.shape[0] :] = value
+            batch[key] = padded
+        else:
+            batch[key] = torch.cat(values, dim=0)
+    return batch
+
+
+def stop_token_ids(backend: ModelBackend, tokenizer: Any) -> list[int]:
+    """Token ids that end an answer: the backend's end-of-turn token and the tokenizer's eos."""
+    ids: list[int] = []
+    turn_end = backend.special_tokens().get("turn_end")
+    if turn_end is not None:
+        token_id = tokenizer.convert_tokens_to_ids(turn_end)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+            ids.append(token_id)
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(int(tokenizer.eos_token_id))
+    if not ids:
+        raise ValueError(f"backend {backend.name} names no end-of-turn token and the tokenizer has no eos token")
+    return ids
+
+
+def decode_answer(tokenizer: Any, new_tokens: Iterable[int], stop_ids: Iterable[int]) -> str:
+    """The text of generated tokens up to (not including) the first stop token."""
+    stops = set(stop_ids)
+    kept = []
+    for token in new_tokens:
+        if int(token) in stops:
+            break
+        kept.append(int(token))
+    return tokenizer.decode(kept, skip_special_tokens=True).strip()
+
+
+class PromptEncoder:
+    """Encodes jobs into generation prompts, loading each example's frames once for all its turns."""
+
+    def __init__(self, examples: Sequence[Example], root: Path, backend: ModelBackend, processor: Any) -> None:
+        self.examples = examples
+        self.root = root
+        self.backend = backend
+        self.processor = processor
+        self._cached: tuple[int, list[Any]] | None = None
+
+    def frames(self, example_index: int) -> list[Any]:
+        if self._cached is None or self._cached[0] != example_index:
+            self._cached = (example_index, load_frames(self.root, self.examples[example_index].images))
+        return self._cached[1]
+
+    def __call__(self, job: GenerationJob) -> EncodedSample:
+        return self.backend.encode_prompt(self.processor, self.frames(job.example_index), job.prompt)
+
+
+@torch.no_grad()
+def generate_batch(model: Any, prompts: Sequence[EncodedSample], *, pad_token_id: int, stop_ids: Sequence[int], max_new_tokens: int, device: torch.device | str) -> list[list[int]]:
+    """Greedy continuation of each prompt (new token ids only, stop token kept, padding removed)."""
+    batch = {key: value.to(device) for key, value in left_pad(prompts, pad_token_id).items()}
+    width = batch["input_ids"].shape[1]
+    output = model.generate(
+        **batch,
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=list(stop_ids),
+        pad_token_id=pad_token_id,
+    )
+    return [row[width:].tolist() for row in output]
+
+
+def generate_answers(
+    model: Any,
+    jobs: Sequence[GenerationJob],
+    encode: PromptEncoder,
+    *,
+    tokenizer: Any,
+    stop_ids: Sequence[int],
+    batch_size: int,
+    max_new_tokens: int,
+    device: torch.device | str,
+    reporter: Reporter | None = None,
+) -> list[str]:
+    """One greedy answer per job, in job order, `batch_size` prompts at a time."""
+    if batch_size < 1 or max_new_tokens < 1:
+        raise ValueError("batch_size and max_new_tokens must be at least 1")
+    reporter = reporter or NullReporter()
+    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+    was_training = model.training
+    model.eval()
+    answers: list[str] = []
+    try:
+        with reporter.progress("generate", total=len(jobs), unit="answers") as task:
+            for start in range(0, len(jobs), batch_size):
+                chunk = jobs[start : start + batch_size]
+                new_tokens = generate_batch(model, [encode(job) for job in chunk], pad_token_id=pad_token_id, stop_ids=stop_ids, max_new_tokens=max_new_tokens, device=device)
+                answers += [decode_answer(tokenizer, tokens, stop_ids) for tokens in new_tokens]
+                task.advance(len(chunk))
+    finally:
+        model.train(was_training)
+    return answers
