@@ -60,10 +60,11 @@ def root(
 
 
 def _mount() -> None:
-    from vlmft_cli.cli import bench, ckpt_cmd, data, eval_cmd, plugins_cmd, profiles_cmd, resume_cmd, train_cmd
+    from vlmft_cli.cli import bench, ckpt_cmd, data, eval_cmd, plugins_cmd, profiles_cmd, report_cmd, resume_cmd, train_cmd
 
     app.add_typer(data.app)
     app.command("train")(train_cmd.train)
+    app.command("report")(report_cmd.report)
     ckpt_cmd.app.command("resume")(resume_cmd.resume)
     for module in (eval_cmd, ckpt_cmd, bench, plugins_cmd, profiles_cmd):
         app.add_typer(module.app)

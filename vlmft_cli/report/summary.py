@@ -1,0 +1,93 @@
+"""The report: plots plus a markdown summary with each run's lineage and headline figures."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vlmft_cli import runs
+from vlmft_cli.errors import CheckpointError
+from vlmft_cli.report.plots import scores_by_task, training_curves
+from vlmft_cli.report.runs_data import RunData, chain_order, load_run
+
+SUMMARY_FILE = "summary.md"
+
+
+@dataclass
+class Report:
+    out: Path
+    files: list[Path]
+    runs: list[str]
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def headline(item: RunData) -> dict[str, Any]:
+    losses = item.series(item.train, "loss")[1]
+    evals = item.series(item.evals, "loss")[1]
+    step_times = item.series(item.train, "step_time_s")[1]
+    tokens = item.series(item.train, "tokens_per_s")[1]
+    memory = item.series(item.train, "peak_memory_gb")[1]
+    return {
+        "steps": int(item.series(item.train, "loss")[0][-1] - item.step_offset) if losses else 0,
+        "final_train_loss": losses[-1] if losses else None,
+        "best_eval_loss": min(evals) if evals else None,
+        "median_step_time_s": statistics.median(step_times) if step_times else None,
+        "median_tokens_per_s": statistics.median(tokens) if tokens else None,
+        "peak_memory_gb": max(memory) if memory else None,
+    }
+
+
+def markdown(items: list[RunData], images: list[Path]) -> str:
+    lines = ["# vlmft report", ""]
+    for image in images:
+        lines += [f"![{image.stem}]({image.name})", ""]
+    lines += ["## Runs", "", "| run | stage | status | steps | final train loss | best eval loss | median step time (s) | median tokens/s | peak memory (GB) |", "|---|---|---|---|---|---|---|---|---|"]
+    for item in items:
+        h = headline(item)
+        lines.append(
+            f"| {item.run.name} | {item.info.get('stage', '?')} | {item.info.get('status', '?')} | {h['steps']} | {_num(h['final_train_loss'])} | "
+            f"{_num(h['best_eval_loss'])} | {_num(h['median_step_time_s'], 3)} | {_num(h['median_tokens_per_s'], 4)} | {_num(h['peak_memory_gb'], 3)} |"
+        )
+    lines += ["", "## Lineage", ""]
+    for item in items:
+        info = item.info
+        parent = info.get("parent") or {}
+        data = (info.get("data") or {}).get("files", {})
+        lines.append(f"- **{item.run.name}**: model `{info.get('model')}` ({info.get('backend')}), profile `{info.get('profile')}`, attention `{info.get('attention')}`")
+        lines.append(f"  - started from: {parent.get('checkpoint', 'the base model')}")
+        for split, meta in data.items():
+            lines.append(f"  - {split} data: `{meta.get('path')}` ({meta.get('lines')} lines, sha256 {str(meta.get('sha256', ''))[:12]}…)")
+        versions = info.get("versions") or {}
+        lines.append("  - versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    evaluated = [(item, doc) for item in items for doc in item.evaluations]
+    if evaluated:
+        lines += ["", "## Evaluations", "", "| run | eval set | QAs | loss | ppl | BLEU-1 | BLEU-4 | yes/no acc |", "|---|---|---|---|---|---|---|---|"]
+        for item, doc in evaluated:
+            overall, eval_set = doc.get("overall", {}), doc.get("eval_set", {})
+            lines.append(
+                f"| {item.run.name} | stage {eval_set.get('stage')} {eval_set.get('split')} | {overall.get('qas')} | {_num(overall.get('loss'))} | "
+                f"{_num(overall.get('perplexity'))} | {_num(overall.get('bleu1'))} | {_num(overall.get('bleu4'))} | {_num(overall.get('yes_no_accuracy'))} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def build_report(refs: list[str], experiments: Path, out: Path) -> Report:
+    """Plots and summary.md for the runs named by `refs` (run folders or names under `experiments`)."""
+    if not refs:
+        raise CheckpointError("name at least one run (a run folder, or a run or experiment name)")
+    items = chain_order([load_run(runs.find_run(experiments, ref)) for ref in refs])
+    if not any(item.train for item in items):
+        raise CheckpointError("none of these runs has logged training metrics yet")
+    out.mkdir(parents=True, exist_ok=True)
+    images = [training_curves(items, out / "training.png")]
+    bars = scores_by_task(items, out / "eval_by_task.png")
+    if bars is not None:
+        images.append(bars)
+    summary = out / SUMMARY_FILE
+    runs.atomic_write_text(summary, markdown(items, images))
+    return Report(out=out, files=[*images, summary], runs=[item.run.name for item in items])
