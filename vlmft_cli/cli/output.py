@@ -25,8 +25,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Piped or logged output is read in files and CI logs, where rich's 80-column default folds every table.
+_PIPED_WIDTH = None if sys.stdout.isatty() else 160
+console = Console(highlight=False, width=_PIPED_WIDTH)
+err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
 
 PLAIN_PROGRESS_INTERVAL_S = 5.0
 
