@@ -1,0 +1,139 @@
+"""`vlmft data` and `vlmft bench extract` end to end, as a user runs them: synth → inspect → extract → verify."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from vlmft_cli.cli.app import app
+
+runner = CliRunner()
+
+
+def _invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_every_data_command_has_help_with_an_example():
+    result = _invoke("data", "--help")
+    assert result.exit_code == 0
+    for command in ("download", "inspect", "synth", "extract", "verify"):
+        assert command in result.output
+        help_text = _invoke("data", command, "--help")
+        assert help_text.exit_code == 0 and "Example: vlmft data" in help_text.output
+    assert "Example: vlmft bench extract" in _invoke("bench", "extract", "--help").output
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """synth → extract, through the CLI."""
+    root = tmp_path_factory.mktemp("cli")
+    synth = _invoke(
+        "data", "synth", "--out", root / "robovqa", "--videos", 6, "--val", 2, "--seed", 3, "--frame-size", 48
+    )
+    assert synth.exit_code == 0, synth.output
+    extract = _invoke(
+        "data",
+        "extract",
+        "--source",
+        root / "robovqa",
+        "--out",
+        root / "processed",
+        "--size",
+        32,
+        "--workers",
+        1,
+        "--json",
+    )
+    assert extract.exit_code == 0, extract.output
+    return root, synth, json.loads(extract.stdout)
+
+
+def test_synth_extract_verify_inspect(pipeline):
+    root, synth, extracted = pipeline
+    assert "Synthetic RoboVQA" in synth.output and "Next: vlmft data extract" in synth.output
+    assert (
+        extracted["problems"] == 0
+        and extracted["splits"]["train"]["videos"] == 6
+        and extracted["splits"]["val"]["videos"] == 2
+    )
+
+    verify = _invoke("data", "verify", root / "processed", "--full", "--workers", 1)
+    assert verify.exit_code == 0, verify.output
+    assert "OK" in verify.output and "stage1/train" in verify.output
+
+    inspect = _invoke("data", "inspect", root / "robovqa", "--records", 2, "--json")
+    assert inspect.exit_code == 0, inspect.output
+    report = json.loads(inspect.stdout)
+    assert report["records"] == 4 and report["frames_per_record"] == {"16": 4} and report["examples"]
+    table = _invoke("data", "inspect", root / "robovqa", "--records", 2)
+    assert "Schema" in table.output and "unique_id" in table.output and "Example QAs" in table.output
+
+
+def test_rerun_prints_the_summary_and_does_nothing(pipeline):
+    root, _, _ = pipeline
+    again = _invoke(
+        "data", "extract", "--source", root / "robovqa", "--out", root / "processed", "--size", 32, "--workers", 1
+    )
+    assert again.exit_code == 0, again.output
+    assert "already complete" in again.output and "QAs per task type" in again.output
+
+
+def test_verify_fails_with_a_report(pipeline, tmp_path):
+    root, _, _ = pipeline
+    (tmp_path / "stage1").mkdir()
+    result = _invoke("data", "verify", tmp_path)
+    assert result.exit_code == 1
+    assert "metadata.json is missing" in result.output and "FAILED" in result.output
+
+
+def test_strict_extract_exits_1_on_bad_input_and_the_summary_counts_it(pipeline, tmp_path):
+    root, _, _ = pipeline
+    shard = root / "robovqa" / "tfrecord" / "val" / "val-00000-of-00001"
+    damaged = tmp_path / "src" / "val"
+    damaged.mkdir(parents=True)
+    (damaged / shard.name).write_bytes(shard.read_bytes()[:-9])
+    result = _invoke(
+        "data",
+        "extract",
+        "--source",
+        tmp_path / "src",
+        "--out",
+        tmp_path / "out",
+        "--size",
+        32,
+        "--workers",
+        1,
+        "--strict",
+    )
+    assert result.exit_code == 1
+    assert "damaged shard val-00000-of-00001" in result.output and "--strict: 1 problems" in result.output
+
+
+def test_user_errors_are_one_line_with_exit_code_2(tmp_path):
+    result = _invoke("data", "extract", "--source", tmp_path / "nothing", "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "no shards under" in result.output
+
+
+def test_download_from_a_local_bucket(pipeline, tmp_path):
+    root, _, _ = pipeline
+    result = _invoke(
+        "data", "download", "--source", root / "robovqa", "--dest", tmp_path / "copy", "--workers", 2, "--json"
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["downloaded"] == 2
+    assert sorted(p.name for p in (tmp_path / "copy" / "train").iterdir()) == sorted(
+        p.name for p in (root / "robovqa" / "tfrecord" / "train").iterdir()
+    )
+
+
+def test_bench_extract_json(pipeline):
+    root, _, _ = pipeline
+    result = _invoke(
+        "bench", "extract", "--source", root / "robovqa", "--workers", 1, "--size", 32, "--repeat", 1, "--json"
+    )
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert figures["records"] == 8 and figures["frames"] == 128 and figures["ratio"] > 0

@@ -1,0 +1,224 @@
+"""The training reader: valid lines become typed samples; hostile lines are rejected with their number."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vlmft_cli.data.schema import (
+    Message,
+    Rejection,
+    Sample,
+    TurnInfo,
+    iter_samples,
+    load_samples,
+    stage1_lines,
+    stage2_line,
+)
+from vlmft_cli.errors import DataError
+
+QAS = [
+    {
+        "question": "put it down Q: satisfied?",
+        "answer": "yes",
+        "task_type": "success",
+        "subtype": "True",
+        "format": "binary",
+        "frame_range": [0, 3],
+    },
+    {
+        "question": "Q: what just happened?",
+        "answer": "pick up the cup",
+        "task_type": "past_description",
+        "subtype": None,
+        "format": "freeform",
+        "frame_range": None,
+    },
+]
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    folder = tmp_path / "data" / "images" / "train-00000" / "v1"
+    folder.mkdir(parents=True)
+    for i in range(2):
+        (folder / f"{i:02d}.jpg").write_bytes(b"jpeg")
+    (tmp_path / "outside.jpg").write_bytes(b"secret")
+    return tmp_path / "data"
+
+
+IMAGES = ["images/train-00000/v1/00.jpg", "images/train-00000/v1/01.jpg"]
+
+
+def _write(path: Path, lines: list) -> Path:
+    path.write_text(
+        "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines), encoding="utf-8"
+    )
+    return path
+
+
+def test_lines_built_by_extraction_read_back_as_typed_samples(root):
+    path = _write(
+        root / "s.jsonl",
+        [*stage1_lines("v1", "vid/1", "train", IMAGES, QAS), stage2_line("v1", "vid/1", "train", IMAGES, QAS)],
+    )
+    loaded = load_samples(path, root)
+    assert loaded.rejections == []
+    first, second, whole = loaded.samples
+    assert first == Sample(
+        id="v1-0",
+        images=tuple(IMAGES),
+        conversations=(Message("human", "<image>\n<image>\nput it down Q: satisfied?"), Message("gpt", "yes")),
+        video_id="vid/1",
+        split="train",
+        turns=(TurnInfo("success", "True", "binary", (0, 3)),),
+        line=1,
+    )
+    assert second.turns == (TurnInfo("past_description", None, "freeform", None),) and second.line == 2
+    assert whole.id == "v1" and len(whole.conversations) == 4 and len(whole.turns) == 2
+    assert whole.questions == ["put it down Q: satisfied?", "Q: what just happened?"]
+    assert whole.answers == ["yes", "pick up the cup"]
+    assert whole.image_paths(root) == [root / image for image in IMAGES]
+
+
+def _line(**changes) -> dict:
+    line = stage2_line("v1", "vid", "train", IMAGES, QAS)
+    for key, value in changes.items():
+        line[key] = value
+    return line
+
+
+def _bad_lines(root: Path) -> list[tuple[object, str]]:
+    outside_link = root / "images" / "train-00000" / "v1" / "link.jpg"
+    outside_link.symlink_to(root.parent / "outside.jpg")
+    escape_dir = root / "images" / "escape"
+    escape_dir.symlink_to(root.parent, target_is_directory=True)
+    two = _line()
+    return [
+        ("{not json", "not JSON"),
+        ("[1, 2]", "not a JSON object"),
+        ("", "empty line"),
+        (_line(id=5), "'id' has the wrong type"),
+        ({k: v for k, v in _line().items() if k != "images"}, "no 'images'"),
+        (_line(images=[str(root / IMAGES[0]), IMAGES[1]]), "is absolute"),
+        (_line(images=["images/../../outside.jpg", IMAGES[1]]), "climbs out"),
+        (_line(images=["images/train-00000/v1/link.jpg", IMAGES[1]]), "symlink resolving outside"),
+        (_line(images=["images/escape/outside.jpg", IMAGES[1]]), "resolves outside"),
+        (_line(images=["images/train-00000/v1/09.jpg", IMAGES[1]]), "does not exist"),
+        (_line(images=["images\\train-00000\\v1\\00.jpg", IMAGES[1]]), "backslash"),
+        (_line(images=IMAGES[:1]), "1 images"),
+        (_line(conversations=two["conversations"][1:]), "expected 'human'"),
+        (_line(conversations=two["conversations"][:3]), "pairs"),
+        (_line(conversations=[two["conversations"][0], {"from": "gpt", "value": "  "}]), "empty answer"),
+        (_line(conversations=[two["conversations"][0], {"from": "gpt", "value": 3}]), "'value' has the wrong type"),
+        (
+            _line(conversations=[*two["conversations"][:3], {"from": "gpt", "value": "<image>"}]),
+            "outside the first turn",
+        ),
+        (_line(metadata={"video_id": "vid", "split": "train", "turns": []}), "0 turn metadata entries"),
+        (
+            _line(
+                metadata={
+                    "video_id": "vid",
+                    "split": "train",
+                    "turns": [{"task_type": "x", "format": "y", "frame_range": [1]}] * 2,
+                }
+            ),
+            "frame_range",
+        ),
+        (_line(metadata={"split": "train", "turns": two["metadata"]["turns"]}), "no 'video_id'"),
+        (_line(metadata={"video_id": True, "split": "train", "turns": two["metadata"]["turns"]}), "wrong type"),
+    ]
+
+
+def test_hostile_lines_are_rejected_with_line_numbers_and_reasons(root):
+    bad = _bad_lines(root)
+    path = root / "bad.jsonl"
+    _write(path, [_line(), *[line for line, _ in bad], _line()])
+    rejections: list[Rejection] = []
+    samples = list(iter_samples(path, root, rejections=rejections))
+    assert [s.line for s in samples] == [1, len(bad) + 2]
+    assert [r.line for r in rejections] == list(range(2, len(bad) + 2))
+    for rejection, (_, reason) in zip(rejections, bad, strict=True):
+        assert reason in rejection.reason, (rejection, reason)
+        assert str(rejection).startswith(f"{path}:{rejection.line}: ")
+
+
+def test_strict_mode_raises_naming_file_and_line(root):
+    path = _write(root / "bad.jsonl", [_line(), _line(images=["/etc/passwd", IMAGES[1]])])
+    with pytest.raises(DataError, match=r"bad\.jsonl:2: .*absolute"):
+        load_samples(path, root, strict=True)
+
+
+def test_undecodable_bytes_reject_only_their_line(root):
+    path = root / "mixed.jsonl"
+    path.write_bytes(json.dumps(_line()).encode() + b"\n\xff\xfe broken\n" + json.dumps(_line()).encode() + b"\n")
+    loaded = load_samples(path, root)
+    assert [s.line for s in loaded.samples] == [1, 3]
+    assert [(r.line, r.reason) for r in loaded.rejections] == [(2, "not UTF-8")]
+
+
+def test_existence_checks_can_be_skipped_but_never_path_safety(root):
+    path = _write(
+        root / "s.jsonl", [_line(images=["images/x/00.jpg", "images/x/01.jpg"]), _line(images=["../x.jpg", "y.jpg"])]
+    )
+    loaded = load_samples(path, root, check_images=False)
+    assert [s.line for s in loaded.samples] == [1] and "climbs out" in loaded.rejections[0].reason
+
+
+def test_a_missing_file_is_a_data_error(root):
+    with pytest.raises(DataError, match="cannot read"):
+        load_samples(root / "nope.jsonl", root)
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(max_size=20)
+    | st.sampled_from(["<image>", "human", "gpt", "../x", "/etc/passwd"]),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "id",
+                    "images",
+                    "conversations",
+                    "metadata",
+                    "from",
+                    "value",
+                    "turns",
+                    "video_id",
+                    "split",
+                    "task_type",
+                    "format",
+                ]
+            ),
+            children,
+            max_size=5,
+        )
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lines=st.lists(
+        json_values.map(json.dumps) | st.text(max_size=40).filter(lambda t: "\n" not in t and "\r" not in t), max_size=8
+    )
+)
+def test_any_line_is_read_or_rejected_never_an_exception(root, lines):
+    path = root / "fuzz.jsonl"
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    loaded = load_samples(path, root)
+    assert len(loaded.samples) + len(loaded.rejections) == len(lines)
+    assert all(
+        os.path.realpath(root / image).startswith(str(root.resolve())) for s in loaded.samples for image in s.images
+    )

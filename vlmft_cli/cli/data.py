@@ -1,0 +1,319 @@
+"""`vlmft data`: download, inspect, synthesise, extract and verify RoboVQA data.
+
+Each command parses its options into a typed config, calls one library function from
+`vlmft_cli.data`, and prints a summary (a table, or JSON with --json). Library imports happen inside
+the commands so `vlmft --help` never loads tensorflow or Pillow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from vlmft_cli.cli import output
+from vlmft_cli.cli.options import JsonOption
+from vlmft_cli.data.download import DEFAULT_SOURCE
+
+app = typer.Typer(
+    name="data",
+    help="RoboVQA data: download, inspect, synthesise, extract to training JSONL, verify.",
+    no_args_is_help=True,
+)
+
+WorkersOption = Annotated[
+    int | None,
+    typer.Option("--workers", "-w", min=1, help="Worker processes (default: every core).", show_default=False),
+]
+
+
+@app.command("download")
+def download_command(
+    dest: Annotated[Path, typer.Option("--dest", help="Local folder to mirror train/ and val/ into.")],
+    source: Annotated[
+        str, typer.Option("--source", help="Bucket folder, its root, or a local folder laid out the same way.")
+    ] = DEFAULT_SOURCE,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Files copied at once.")] = 8,
+    json: JsonOption = False,
+) -> None:
+    """Copy the RoboVQA TFRecords (train/ and val/) to a local folder: parallel, resumable, with retries.
+
+    A file is written under a temporary name and renamed when whole; a rerun skips complete files and continues partial ones.
+
+    Example: vlmft data download --dest data/robovqa --workers 16
+    """
+    from vlmft_cli.data.download import DownloadOptions, download
+
+    result = download(DownloadOptions(dest=dest, source=source, workers=workers), output.make_reporter(quiet=json))
+    if json:
+        output.print_json(result.as_dict())
+    else:
+        output.print_table(
+            f"Download into {dest}",
+            ["files", "fetched", "already complete", "failed", "MiB fetched", "retries"],
+            [
+                [
+                    result.files,
+                    result.downloaded,
+                    result.skipped,
+                    len(result.failed),
+                    f"{result.bytes_downloaded / 2**20:.1f}",
+                    result.retries,
+                ]
+            ],
+        )
+        for path, reason in result.failed.items():
+            output.error(f"{path}: {reason}")
+    if result.failed:
+        raise typer.Exit(1)
+
+
+@app.command("inspect")
+def inspect_command(
+    source: Annotated[str, typer.Argument(help="A shard file, or a folder with train/ and val/ (local or gs://).")],
+    records: Annotated[int, typer.Option("--records", "-n", min=1, help="Records read per split.")] = 100,
+    json: JsonOption = False,
+) -> None:
+    """Show what the TFRecords hold: keys and types, frames, resolutions, task mix, parsed QAs.
+
+    Example: vlmft data inspect demo-run/robovqa --records 50
+    """
+    from vlmft_cli.data.inspect import inspect_source
+
+    report = inspect_source(source, records).as_dict()
+    if json:
+        output.print_json(report)
+        return
+    output.console.print(f"{report['records']} records from {len(report['files'])} files under {source}")
+    schema_rows = [
+        ["context", key, ", ".join(stats["types"]), stats["records"], ""] for key, stats in report["context"].items()
+    ] + [
+        ["feature list", key, ", ".join(stats["types"]), stats["records"], _length(stats)]
+        for key, stats in report["feature_lists"].items()
+    ]
+    output.print_table("Schema", ["kind", "key", "types", "records", "entries per record"], schema_rows)
+    output.print_table(
+        "Frames",
+        ["frames per record", "resolutions", "formats", "undecodable"],
+        [
+            [
+                _counts(report["frames_per_record"]),
+                _counts(report["resolutions"]),
+                _counts(report["image_formats"]),
+                report["undecodable_frames"],
+            ]
+        ],
+    )
+    output.print_table("Task types", ["task type", "QAs"], [[k, v] for k, v in report["task_types"].items()])
+    output.print_table(
+        "Example QAs",
+        ["task type", "subtype", "format", "question", "answer"],
+        [[e["task_type"], e["subtype"], e["format"], e["question"], e["answer"]] for e in report["examples"]],
+    )
+    problems = {
+        **{f"damaged: {path}": reason for path, reason in report["damage"].items()},
+        **report["dropped_task_blocks"],
+    }
+    if report["unparseable_records"]:
+        problems["unparseable records"] = report["unparseable_records"]
+    if problems:
+        output.print_table("Problems seen", ["what", "count or reason"], [[k, v] for k, v in problems.items()])
+
+
+def _length(stats: dict[str, Any]) -> str:
+    length = stats.get("length")
+    return f"{length['min']}-{length['max']} (mean {length['mean']})" if length else ""
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{key}: {value}" for key, value in counts.items()) or "-"
+
+
+@app.command("synth")
+def synth_command(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write tfrecord/train and tfrecord/val into.")],
+    videos: Annotated[int, typer.Option("--videos", min=1, help="Training videos.")],
+    val: Annotated[
+        int | None,
+        typer.Option("--val", min=0, help="Validation videos (default: a tenth of --videos).", show_default=False),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same bytes.")] = 0,
+    shards: Annotated[
+        int | None,
+        typer.Option(
+            "--shards", min=1, help="Training shards (default: one per 25 videos, at most 8).", show_default=False
+        ),
+    ] = None,
+    frame_size: Annotated[
+        int, typer.Option("--frame-size", min=16, max=2048, help="Frame width and height in pixels.")
+    ] = 96,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing tfrecord/ folder.")] = False,
+    json: JsonOption = False,
+) -> None:
+    """Write a synthetic RoboVQA TFRecord tree: every task family, real grammar, 16 frames per video.
+
+    Example: vlmft data synth --out demo-run/robovqa --videos 200 --val 20 --seed 0
+    """
+    from vlmft_cli.data.synth import SynthOptions, synthesize
+
+    options = SynthOptions(
+        out=out, videos=videos, val_videos=val, seed=seed, shards=shards, frame_size=frame_size, overwrite=overwrite
+    )
+    result = synthesize(options)
+    if json:
+        output.print_json(
+            {"root": str(result.root), "videos": result.videos, "shards": result.shards, "qas": result.qas}
+        )
+        return
+    output.print_table(
+        f"Synthetic RoboVQA in {result.root}",
+        ["split", "videos", "shards"],
+        [[split, result.videos[split], result.shards[split]] for split in result.videos],
+    )
+    output.console.print(f"{result.qas} QAs in all. Next: vlmft data extract --source {out} --out <folder>")
+
+
+@app.command("extract")
+def extract_command(
+    source: Annotated[
+        str,
+        typer.Option(
+            "--source",
+            help="Bucket root, its tfrecord/ folder, or any folder with train/ and val/ shards (local or gs://).",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (images/, stage1/, stage2/, metadata.json).")],
+    size: Annotated[int, typer.Option("--size", min=16, max=4096, help="Frames are resized to size×size.")] = 288,
+    quality: Annotated[int, typer.Option("--quality", min=1, max=100, help="JPEG quality of the stored frames.")] = 85,
+    workers: WorkersOption = None,
+    subset_ratio: Annotated[
+        float | None,
+        typer.Option(
+            "--subset-ratio",
+            min=0.0,
+            max=1.0,
+            help="Keep this fraction of videos (chosen by id, stable).",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit", min=1, help="Read at most this many records per split, in shard order.", show_default=False
+        ),
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 1 if any record was skipped or any shard damaged.")
+    ] = False,
+    json: JsonOption = False,
+) -> None:
+    """Turn RoboVQA TFRecords into frames + stage-1/stage-2 JSONL. Resumable: rerun after any stop.
+
+    Bad input (undecodable frames, records without QA, damaged shards, unsafe ids) is skipped and counted in metadata.json and the summary.
+
+    Example: vlmft data extract --source data/robovqa --out data/processed --size 288 --workers 16
+    """
+    from vlmft_cli.data.extract import ExtractOptions, run_extract
+
+    options = ExtractOptions(
+        source=source,
+        out=out,
+        size=size,
+        quality=quality,
+        workers=workers,
+        subset_ratio=subset_ratio,
+        limit=limit,
+        strict=strict,
+    )
+    result = run_extract(options, output.make_reporter(quiet=json))
+    if json:
+        output.print_json(
+            {
+                "out": str(result.out),
+                "already_complete": result.already_complete,
+                "problems": result.problems,
+                **result.metadata,
+            }
+        )
+    else:
+        _print_extract_summary(result.out, result.metadata, result.already_complete)
+    if strict and result.problems:
+        output.error(f"--strict: {result.problems} problems in the input (see {out}/metadata.json)")
+        raise typer.Exit(1)
+
+
+def _print_extract_summary(out: Path, metadata: dict[str, Any], already_complete: bool) -> None:
+    splits = metadata["splits"]
+    output.print_table(
+        f"Extracted into {out}" + (" (already complete, nothing done)" if already_complete else ""),
+        ["split", "shards", "read", "videos", "frames", "stage1", "stage2", "skipped", "damaged"],
+        [
+            [
+                split,
+                s["shards"],
+                s["records_read"],
+                s["videos"],
+                s["frames"],
+                s["stage1_lines"],
+                s["stage2_lines"],
+                sum(s["skipped_records"].values()),
+                s["damaged_shards"],
+            ]
+            for split, s in splits.items()
+        ],
+    )
+    task_types = sorted({t for s in splits.values() for t in s["task_types"]})
+    output.print_table(
+        "QAs per task type",
+        ["task type", *splits],
+        [[t, *(s["task_types"].get(t, 0) for s in splits.values())] for t in task_types],
+    )
+    reasons = sorted({r for s in splits.values() for r in s["skipped_records"]})
+    dropped = sorted({r for s in splits.values() for r in s["dropped_qas"]})
+    if reasons or dropped or metadata["damaged_shards"]:
+        rows = [[f"skipped record: {r}", *(s["skipped_records"].get(r, 0) for s in splits.values())] for r in reasons]
+        rows += [[f"dropped QA: {r}", *(s["dropped_qas"].get(r, 0) for s in splits.values())] for r in dropped]
+        output.print_table("Bad input (details in metadata.json)", ["what", *splits], rows)
+        for damage in metadata["damaged_shards"]:
+            output.console.print(
+                f"damaged shard {damage['source']} ({damage['split']}): kept {damage['records_before_damage']} records before: {damage['error']}"
+            )
+    output.console.print(f"Frames per video: {_counts(metadata['frames_per_video'])}. Next: vlmft data verify {out}")
+
+
+@app.command("verify")
+def verify_command(
+    root: Annotated[Path, typer.Argument(help="A folder `vlmft data extract` wrote.")],
+    full: Annotated[bool, typer.Option("--full", help="Decode every image, not a sample.")] = False,
+    sample: Annotated[int, typer.Option("--sample", min=1, help="Images decoded without --full.")] = 256,
+    workers: WorkersOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Check processed data before training: structure, every line, images, splits, stages. Exit 1 on problems.
+
+    Example: vlmft data verify data/processed --full
+    """
+    from vlmft_cli.data.verify import VerifyOptions, run_verify
+
+    report = run_verify(
+        VerifyOptions(root=root, full=full, sample=sample, workers=workers), output.make_reporter(quiet=json)
+    )
+    if json:
+        output.print_json(report.as_dict())
+    else:
+        output.print_table(
+            f"Verify {root}",
+            ["file", "valid lines"],
+            [[name, count] for name, count in sorted(report.lines.items())],
+        )
+        output.console.print(
+            f"videos: {_counts(report.videos)}; image references checked: {report.images_checked}; images decoded: {report.images_decoded}"
+        )
+        for problem in report.problems:
+            output.error(problem)
+        if report.problem_count > len(report.problems):
+            output.error(f"… and {report.problem_count - len(report.problems)} more problems")
+        output.console.print("OK" if report.ok else f"FAILED: {report.problem_count} problems")
+    if not report.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,327 @@
+"""The processed JSONL format: building its lines (extraction) and reading them back, validated (training).
+
+stage-1 line (one QA):
+    {"id": "<key>-<n>", "images": ["images/train-00000/<key>/00.jpg", …],
+     "conversations": [{"from": "human", "value": "<image>\\n…<image>\\n<question>"}, {"from": "gpt", "value": "<answer>"}],
+     "metadata": {"task_type", "subtype", "format", "video_id", "frame_range": [s, e] | null, "split"}}
+stage-2 line (one video): "id": "<key>", the same images, human/gpt turns for every QA (the `<image>`
+placeholders only in the first human turn), "metadata": {"video_id", "split", "turns": [{"task_type",
+"subtype", "format", "frame_range"}, … one per QA]}.
+
+The reader rejects a line, with its number and the reason, when it is not JSON, lacks a key or has a
+wrong type, has roles that do not alternate human/gpt or an empty answer, has a `<image>` count unlike
+its image list, or names an image that is absolute, climbs out of the data root (`..`, or a symlink
+resolving outside it), or does not exist. It never opens a file outside the root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from vlmft_cli.errors import DataError
+
+IMAGE_PLACEHOLDER = "<image>"
+HUMAN, GPT = "human", "gpt"
+
+
+# --- writing -------------------------------------------------------------------------------------------
+
+
+def human_turn(question: str, frames: int = 0) -> dict[str, str]:
+    return {"from": HUMAN, "value": f"{IMAGE_PLACEHOLDER}\n" * frames + question}
+
+
+def gpt_turn(answer: str) -> dict[str, str]:
+    return {"from": GPT, "value": answer}
+
+
+def turn_metadata(qa: dict[str, Any]) -> dict[str, Any]:
+    return {key: qa[key] for key in ("task_type", "subtype", "format", "frame_range")}
+
+
+def stage1_lines(
+    key: str, video_id: str, split: str, images: list[str], qas: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """One line per QA; `qas` hold question, answer, task_type, subtype, format, frame_range."""
+    return [
+        {
+            "id": f"{key}-{n}",
+            "images": images,
+            "conversations": [human_turn(qa["question"], len(images)), gpt_turn(qa["answer"])],
+            "metadata": {**turn_metadata(qa), "video_id": video_id, "split": split},
+        }
+        for n, qa in enumerate(qas)
+    ]
+
+
+def stage2_line(
+    key: str, video_id: str, split: str, images: list[str], qas: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
+    """One line for the whole video: every QA as a turn, frames in the first."""
+    conversations = []
+    for n, qa in enumerate(qas):
+        conversations += [human_turn(qa["question"], len(images) if n == 0 else 0), gpt_turn(qa["answer"])]
+    return {
+        "id": key,
+        "images": images,
+        "conversations": conversations,
+        "metadata": {"video_id": video_id, "split": split, "turns": [turn_metadata(qa) for qa in qas]},
+    }
+
+
+def dumps_line(line: dict[str, Any]) -> str:
+    return json.dumps(line, ensure_ascii=False) + "\n"
+
+
+# --- reading -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # "human" or "gpt"
+    text: str
+
+
+@dataclass(frozen=True)
+class TurnInfo:
+    """What one QA is: its task type, subtype, answer format and frame range."""
+
+    task_type: str
+    subtype: str | None
+    format: str
+    frame_range: tuple[int, int] | None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One validated line. `images` are relative to the data root, in frame order; `turns` has one entry
+    per human/gpt pair (one for stage 1)."""
+
+    id: str
+    images: tuple[str, ...]
+    conversations: tuple[Message, ...]
+    video_id: str
+    split: str
+    turns: tuple[TurnInfo, ...]
+    line: int
+
+    def image_paths(self, root: Path) -> list[Path]:
+        return [root / image for image in self.images]
+
+    @property
+    def questions(self) -> list[str]:
+        """Human turns without their `<image>` placeholders."""
+        return [
+            m.text.replace(f"{IMAGE_PLACEHOLDER}\n", "").replace(IMAGE_PLACEHOLDER, "") for m in self.conversations[::2]
+        ]
+
+    @property
+    def answers(self) -> list[str]:
+        return [m.text for m in self.conversations[1::2]]
+
+
+@dataclass(frozen=True)
+class Rejection:
+    path: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.reason}"
+
+
+@dataclass
+class SampleSet:
+    samples: list[Sample] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+class _Invalid(ValueError):
+    pass
+
+
+def _require(condition: bool, reason: str) -> None:
+    if not condition:
+        raise _Invalid(reason)
+
+
+def _typed(container: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    _require(key in container, f"{where} has no {key!r}")
+    value = container[key]
+    # bool is an int in Python; a JSON true is never a valid value here.
+    _require(
+        isinstance(value, kind) and not isinstance(value, bool),
+        f"{where} {key!r} has the wrong type ({type(value).__name__})",
+    )
+    return value
+
+
+def _frame_range(value: Any, where: str) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    valid = (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    )
+    _require(valid, f"{where} 'frame_range' must be [start, end] or null")
+    return int(value[0]), int(value[1])
+
+
+def _turn_info(data: Any, where: str) -> TurnInfo:
+    _require(isinstance(data, dict), f"{where} must be an object")
+    subtype = data.get("subtype")
+    _require(subtype is None or isinstance(subtype, str), f"{where} 'subtype' must be a string or null")
+    return TurnInfo(
+        task_type=_typed(data, "task_type", str, where),
+        subtype=subtype,
+        format=_typed(data, "format", str, where),
+        frame_range=_frame_range(data.get("frame_range"), where),
+    )
+
+
+class _ImageGuard:
+    """Checks that image paths stay inside the root, without reading anything outside it. Folder
+    resolutions are cached: many lines share a video's folder."""
+
+    def __init__(self, root: Path, check_exists: bool) -> None:
+        self.root = Path(os.path.realpath(root))
+        self.check_exists = check_exists
+        self._resolve_dir = lru_cache(maxsize=65536)(self._resolve_dir_uncached)
+
+    def _inside(self, real: str) -> bool:
+        return real == str(self.root) or real.startswith(str(self.root) + os.sep)
+
+    def _resolve_dir_uncached(self, relative_dir: str) -> str | None:
+        real = os.path.realpath(self.root / relative_dir)
+        return real if self._inside(real) else None
+
+    def check(self, image: str) -> None:
+        pure = PurePosixPath(image)
+        _require(
+            bool(image) and "\\" not in image and "\0" not in image,
+            f"image path {image!r} is empty or has a backslash or NUL",
+        )
+        _require(
+            not pure.is_absolute() and not (len(image) > 1 and image[1] == ":"), f"image path {image!r} is absolute"
+        )
+        _require(".." not in pure.parts, f"image path {image!r} climbs out of the data root")
+        real_dir = self._resolve_dir(str(pure.parent))
+        _require(real_dir is not None, f"image path {image!r} resolves outside the data root")
+        if not self.check_exists:
+            return
+        file_path = os.path.join(real_dir, pure.name)
+        try:
+            mode = os.lstat(file_path).st_mode
+        except OSError:
+            raise _Invalid(f"image {image!r} does not exist") from None
+        if stat.S_ISLNK(mode):
+            real = os.path.realpath(file_path)
+            _require(self._inside(real), f"image path {image!r} is a symlink resolving outside the data root")
+            _require(os.path.isfile(real), f"image {image!r} does not exist")
+        else:
+            _require(stat.S_ISREG(mode), f"image {image!r} is not a file")
+
+
+def _parse_line(text: str, number: int, guard: _ImageGuard) -> Sample:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _Invalid(f"not JSON ({exc.msg})") from None
+    _require(isinstance(data, dict), "not a JSON object")
+    sample_id = _typed(data, "id", str, "line")
+    _require(bool(sample_id), "'id' is empty")
+    images = _typed(data, "images", list, "line")
+    _require(all(isinstance(i, str) for i in images), "'images' must be a list of strings")
+    conversations = _typed(data, "conversations", list, "line")
+    metadata = _typed(data, "metadata", dict, "line")
+
+    messages = []
+    for index, turn in enumerate(conversations):
+        where = f"conversations[{index}]"
+        _require(isinstance(turn, dict), f"{where} must be an object")
+        role, value = _typed(turn, "from", str, where), _typed(turn, "value", str, where)
+        expected = HUMAN if index % 2 == 0 else GPT
+        _require(role == expected, f"{where} is from {role!r}, expected {expected!r} (roles must alternate human/gpt)")
+        _require(role == HUMAN or bool(value.strip()), f"{where} is an empty answer")
+        messages.append(Message(role, value))
+    _require(len(messages) >= 2 and len(messages) % 2 == 0, "conversations must be human/gpt pairs, at least one")
+
+    placeholders = messages[0].text.count(IMAGE_PLACEHOLDER)
+    _require(
+        all(IMAGE_PLACEHOLDER not in m.text for m in messages[1:]),
+        f"{IMAGE_PLACEHOLDER} placeholders outside the first turn",
+    )
+    _require(placeholders == len(images), f"{placeholders} {IMAGE_PLACEHOLDER} placeholders for {len(images)} images")
+    for image in images:
+        guard.check(image)
+
+    if "turns" in metadata:
+        raw_turns = _typed(metadata, "turns", list, "metadata")
+        turns = tuple(_turn_info(t, f"metadata.turns[{i}]") for i, t in enumerate(raw_turns))
+    else:
+        turns = (_turn_info(metadata, "metadata"),)
+    _require(len(turns) == len(messages) // 2, f"{len(turns)} turn metadata entries for {len(messages) // 2} QAs")
+    return Sample(
+        id=sample_id,
+        images=tuple(images),
+        conversations=tuple(messages),
+        video_id=_typed(metadata, "video_id", str, "metadata"),
+        split=_typed(metadata, "split", str, "metadata"),
+        turns=turns,
+        line=number,
+    )
+
+
+def iter_samples(
+    jsonl_path: Path | str,
+    root: Path | str,
+    *,
+    strict: bool = False,
+    rejections: list[Rejection] | None = None,
+    check_images: bool = True,
+) -> Iterator[Sample]:
+    """Validated samples of a JSONL file whose image paths are relative to `root`. Invalid lines are
+    skipped and appended to `rejections` (if given); with `strict`, the first one raises `DataError`
+    naming file:line. `check_images=False` skips the existence checks (path safety is always checked)."""
+    path = Path(jsonl_path)
+    guard = _ImageGuard(Path(root), check_images)
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}") from None
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise _Invalid("not UTF-8") from None
+                _require(bool(text.strip()), "empty line")
+                sample = _parse_line(text, number, guard)
+            except _Invalid as exc:
+                rejection = Rejection(str(path), number, str(exc))
+                if strict:
+                    raise DataError(str(rejection)) from None
+                if rejections is not None:
+                    rejections.append(rejection)
+                continue
+            yield sample
+
+
+def load_samples(
+    jsonl_path: Path | str, root: Path | str, *, strict: bool = False, check_images: bool = True
+) -> SampleSet:
+    """Every valid sample of a JSONL file, and the rejected lines with their reasons."""
+    result = SampleSet()
+    result.samples.extend(
+        iter_samples(jsonl_path, root, strict=strict, rejections=result.rejections, check_images=check_images)
+    )
+    return result
