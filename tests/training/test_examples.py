@@ -29,7 +29,7 @@ def test_stage2_trains_every_turn_with_frames_in_the_first(processed_data, backe
     # The reference run trained only the last turn: here every answer is labelled …
     assert len(encoded.answer_spans) == example.num_qas == len(samples[0].turns)
     labelled = encoded.labels != IGNORE_INDEX
-    for (start, end), answer in zip(encoded.answer_spans, [t.text for t in example.turns[1::2]]):
+    for (start, end), answer in zip(encoded.answer_spans, [t.text for t in example.turns[1::2]], strict=True):
         assert labelled[start:end].all()
         assert processor.tokenizer.decode(encoded.input_ids[start:end]).startswith(answer)
     # … and the frames sit in the first turn, before the first answer.

@@ -60,7 +60,17 @@ def root(
 
 
 def _mount() -> None:
-    from vlmft_cli.cli import bench, ckpt_cmd, data, eval_cmd, plugins_cmd, profiles_cmd, report_cmd, resume_cmd, train_cmd
+    from vlmft_cli.cli import (
+        bench,
+        ckpt_cmd,
+        data,
+        eval_cmd,
+        plugins_cmd,
+        profiles_cmd,
+        report_cmd,
+        resume_cmd,
+        train_cmd,
+    )
 
     app.add_typer(data.app)
     app.command("train")(train_cmd.train)
