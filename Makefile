@@ -41,6 +41,9 @@ demo: setup
 	$(DEMO_ENV) $(VLMFT) train --stage 1 $(DEMO_TRAIN)
 	$(DEMO_ENV) $(VLMFT) train --stage 2 $(DEMO_TRAIN)
 	$(DEMO_ENV) $(VLMFT) ckpt list
+	$(DEMO_ENV) $(VLMFT) eval --checkpoint stage1 --stage 1 --data $(DEMO_DIR)/data --generate --max-new-tokens 16
+	$(DEMO_ENV) $(VLMFT) eval --checkpoint stage2 --stage 2 --data $(DEMO_DIR)/data --generate --max-new-tokens 16
+	$(DEMO_ENV) $(VLMFT) report stage1 stage2 --out $(DEMO_DIR)/report
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
