@@ -137,7 +137,10 @@ def available_profiles() -> dict[str, _Candidate]:
 
 def load_profile(name_or_path: str) -> Profile:
     """A profile by name, or from a file when given a path."""
-    as_path = Path(name_or_path).expanduser()
+    try:
+        as_path = Path(name_or_path).expanduser()
+    except RuntimeError:  # "~user" for a user that does not exist
+        raise ConfigError(f"profile file not found: {name_or_path}") from None
     if as_path.suffix in PROFILE_SUFFIXES or "/" in name_or_path or "\\" in name_or_path:
         if not as_path.is_file():
             raise ConfigError(f"profile file not found: {name_or_path}")
