@@ -4,6 +4,10 @@ A backend knows one family of vision-language models (InternVL3, Qwen2.5-VL, …
 LoRA goes, how frames and a conversation become model inputs with labels, and which configs describe
 its tiny offline variant and its real architecture. The core never imports a backend by name; it finds
 them through `vlmft_cli.plugins`.
+
+A backend may also implement `SharedPrefixPacking` (optional): several QAs about the same frames in one
+sequence, `[prefix][QA 1][QA 2]…`, each QA attending to the prefix and itself only. Stage 1 packs when
+the backend has all of its methods and says the attention implementation honours the block mask.
 """
 
 from __future__ import annotations
@@ -57,6 +61,18 @@ class Turn:
     text: str
 
 
+@dataclass(frozen=True)
+class PackedLayout:
+    """How a packed sequence is laid out: a shared prefix (frames) then one block per QA, back to back."""
+
+    prefix_length: int
+    block_lengths: tuple[int, ...]
+
+    @property
+    def length(self) -> int:
+        return self.prefix_length + sum(self.block_lengths)
+
+
 @dataclass
 class EncodedSample:
     """Model inputs for one sample, unpadded.
@@ -64,7 +80,11 @@ class EncodedSample:
     `labels` equals `input_ids` on assistant answers (and their end-of-turn token) and IGNORE_INDEX elsewhere.
     `answer_spans` holds one (start, end) token range per assistant turn, in order, for per-turn losses.
     `extra` carries backend-specific tensors (e.g. `image_grid_thw`, `mm_token_type_ids`); per-token
-    tensors in it are 1-D with the same length as `input_ids` and are padded by `collate`.
+    tensors in it are 1-D with the same length as `input_ids` and are padded by `collate`; others are
+    concatenated over the batch. `pixel_values` reach the model as its `pixel_values` (images); a backend
+    whose model takes frames under another name (Qwen's `pixel_values_videos`) leaves it with 0 rows and
+    carries them in `extra`.
+    `packed` is set by `SharedPrefixPacking.encode_packed` only: then `answer_spans` has one span per QA block.
     """
 
     input_ids: torch.Tensor
@@ -73,6 +93,7 @@ class EncodedSample:
     num_image_tokens: int
     answer_spans: list[tuple[int, int]] = field(default_factory=list)
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    packed: PackedLayout | None = None
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -113,14 +134,19 @@ class ModelBackend(Protocol):
         """Its multimodal special tokens by role, e.g. {"image_start": "<img>", …}."""
         ...
 
-    def conversation_lengths(self, processor: Any, num_frames: int, turns: Sequence[Turn]) -> list[int]:
+    def conversation_lengths(self, processor: Any, num_frames: int, turns: Sequence[Turn], fps: float | None = None) -> list[int]:
         """Exact sequence length of the encoded conversation cut after each assistant turn, without
         decoding any image: element k is the length of the first k+1 QA pairs. Used for length limits,
-        length grouping and the `--dry-run` budget."""
+        length grouping and the `--dry-run` budget. `fps` as in `encode` (it can change the length: Qwen3-VL
+        writes each frame pair's timestamp into the prompt); pass the same value to both."""
         ...
 
     def encode(self, processor: Any, frames: Sequence[Image], turns: Sequence[Turn], fps: float | None = None) -> EncodedSample:
-        """Frames and a conversation → input ids, labels on assistant turns only, pixel values. No truncation."""
+        """Frames and a conversation → input ids, labels on assistant turns only, pixel values. No truncation.
+
+        `fps` is the frame rate of `frames` as given (frames per second between consecutive given frames:
+        the clip's rate divided by the mean sampling stride); None means the backend's documented default.
+        Backends that write no time information ignore it."""
         ...
 
     def encode_prompt(self, processor: Any, frames: Sequence[Image], turns: Sequence[Turn], fps: float | None = None) -> EncodedSample:
@@ -142,4 +168,35 @@ class ModelBackend(Protocol):
 
     def architecture_variants(self) -> list[str]:
         """The variants `architecture_config` knows."""
+        ...
+
+
+@runtime_checkable
+class SharedPrefixPacking(Protocol):
+    """Optional backend methods for stage-1 shared-prefix packing (see the module docstring).
+
+    The contract the trainer relies on: a packed sequence of QAs q1…qn is exactly the prefix followed by
+    each QA's unpacked encoding minus that prefix, so its length is `prefix + Σ (len(qk) − prefix)`, each
+    QA's labels are those of its unpacked sample, and with the batch mask and position ids from
+    `collate_packed` every QA is computed as if it stood alone.
+    """
+
+    def supports_block_mask(self, attn_implementation: str) -> bool:
+        """Whether a caller-built 4-D block attention mask is honoured under this `attn_implementation`."""
+        ...
+
+    def packed_prefix_length(self, processor: Any, num_frames: int) -> int:
+        """Tokens of the prefix every QA about `num_frames` frames shares (system turn, frames), without
+        decoding any image."""
+        ...
+
+    def encode_packed(self, processor: Any, frames: Sequence[Image], turns: Sequence[Turn], fps: float | None = None) -> EncodedSample:
+        """Frames once, then each (user, assistant) pair of `turns` as its own block; `packed` set, labels
+        on the answers as in `encode`, pixel values once."""
+        ...
+
+    def collate_packed(self, samples: Sequence[EncodedSample], pad_token_id: int, attn_implementation: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """Pad packed samples into a batch with a (B, 1, T, T) block attention mask for `attn_implementation`
+        (in `dtype` where the mask is additive) and (B, T) position ids that restart after the prefix in
+        every block; padding positions attend to themselves only."""
         ...

@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     frame_sampling: Literal["uniform-last", "last"] = Field("uniform-last", description="How frames are picked from the clip.")
     max_length: int = Field(2048, ge=16, description="Longest sequence in tokens; frames are never truncated.")
     subset_ratio: float = Field(1.0, gt=0, le=1, description="Share of the training data to use (deterministic by seed).")
+    pack: Literal["none", "shared-prefix"] = Field(
+        "none",
+        description=(
+            "Stage 1: 'shared-prefix' trains all QAs of a video in one sequence (frames once, each QA seeing the "
+            "frames and itself only: the same objective at about a third of the tokens); 'none' = one QA per sample."
+        ),
+    )
 
     # Cadence
     save_steps: int | None = Field(None, ge=1, description="Checkpoint every N optimizer steps.")
@@ -119,10 +126,11 @@ class Settings(BaseSettings):
         return self.global_batch_size // per_step
 
 
-#: The reference recipe's per-stage values (ROBOVQA.md); everything else uses the field defaults.
+#: The reference recipe's per-stage values (ROBOVQA.md), and stage 1's packing; everything else uses the
+#: field defaults.
 STAGE_DEFAULTS: dict[int, dict[str, Any]] = {
-    1: {"learning_rate": 4e-5, "max_frames": 4, "max_length": 2048},
-    2: {"learning_rate": 2e-5, "max_frames": 10, "max_length": 4096},
+    1: {"learning_rate": 4e-5, "max_frames": 4, "max_length": 2048, "pack": "shared-prefix"},
+    2: {"learning_rate": 2e-5, "max_frames": 10, "max_length": 4096, "pack": "none"},
 }
 
 #: Keys a profile may set (hardware-dependent ones); the rest belong to the recipe.

@@ -9,13 +9,12 @@ plugin stays cheap.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vlmft_cli.model_backend import DEFAULT_LORA_PROJECTIONS, EncodedSample, LoadedModel, LoadOptions, Turn
+from vlmft_cli.model_names import language_model_lora_pattern, local_model_type
 from vlmft_internvl3.tokens import END_OF_TEXT, IM_END, IM_START, IMG_CONTEXT, IMG_END, IMG_START
 
 if TYPE_CHECKING:
@@ -28,14 +27,6 @@ if TYPE_CHECKING:
 TINY_NAMES = ("tiny-internvl3",)
 VARIANTS = ("InternVL3-1B", "InternVL3-2B", "InternVL3-8B")
 MODEL_TYPE = "internvl"
-
-
-def _local_model_type(path: Path) -> str | None:
-    """`model_type` from a folder's config.json, or None when there is none readable."""
-    try:
-        return json.loads((path / "config.json").read_text()).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 class InternVL3Backend:
@@ -56,7 +47,7 @@ class InternVL3Backend:
             return True
         path = Path(name_or_path).expanduser()
         if path.is_dir() and (path / "config.json").is_file():
-            return _local_model_type(path) == MODEL_TYPE
+            return local_model_type(path) == MODEL_TYPE
         return MODEL_TYPE in name_or_path.lower()
 
     def resolve(self, name_or_path: str, home: Path) -> str:
@@ -90,13 +81,7 @@ class InternVL3Backend:
     def lora_target_pattern(self, projections: Sequence[str] = DEFAULT_LORA_PROJECTIONS) -> str:
         """Full-match regex for PEFT: the projections under `language_model`, never the vision tower or
         the projector (whose linear layers are `linear_1`/`linear_2` and vision `q_proj`… live elsewhere)."""
-        if not projections:
-            raise ValueError("at least one projection is needed")
-        for projection in projections:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", projection):
-                raise ValueError(f"not a module name: {projection!r}")
-        alternatives = "|".join(re.escape(projection) for projection in projections)
-        return rf"^(?:.*\.)?language_model\.(?:.*\.)?(?:{alternatives})$"
+        return language_model_lora_pattern(projections)
 
     def tokens_per_frame(self, processor: InternVL3Processor) -> int:
         from vlmft_internvl3.encoding import tokens_per_frame
@@ -115,7 +100,7 @@ class InternVL3Backend:
 
     def supports_block_mask(self, attn_implementation: str) -> bool:
         """Whether a caller-built 4-D block mask (shared-prefix packing) works with this attention;
-        `vlmft_internvl3.block_mask.shared_prefix_block_mask` builds one."""
+        `vlmft_internvl3.block_mask` builds them."""
         from vlmft_internvl3.block_mask import supports_block_mask
 
         return supports_block_mask(attn_implementation)
@@ -146,6 +131,28 @@ class InternVL3Backend:
         from vlmft_internvl3.encoding import collate
 
         return collate(samples, pad_token_id)
+
+    # --- shared-prefix packing (`vlmft_cli.model_backend.SharedPrefixPacking`) ------------------------
+
+    def packed_prefix_length(self, processor: InternVL3Processor, num_frames: int) -> int:
+        from vlmft_internvl3.packing import packed_prefix_length
+
+        return packed_prefix_length(processor, num_frames)
+
+    def encode_packed(
+        self, processor: InternVL3Processor, frames: Sequence[Image], turns: Sequence[Turn], fps: float | None = None
+    ) -> EncodedSample:
+        """Frames once, then each QA of `turns` as a block that sees the frames and itself only."""
+        from vlmft_internvl3.packing import encode_packed
+
+        return encode_packed(processor, frames, turns)
+
+    def collate_packed(
+        self, samples: Sequence[EncodedSample], pad_token_id: int, attn_implementation: str, dtype: torch.dtype
+    ) -> dict[str, torch.Tensor]:
+        from vlmft_internvl3.packing import collate_packed
+
+        return collate_packed(samples, pad_token_id, attn_implementation, dtype)
 
     # --- architectures -----------------------------------------------------------------------------
 

@@ -7,45 +7,26 @@ The sequence is exactly what InternVL3's `-hf` chat template renders for a video
     <|im_start|>assistant\\n{answer}<|im_end|>\\n
     … further user/assistant turns (text only) …
 
-It is assembled from pieces: special tokens as ids and the text between them tokenized in one batch
-(user text with `split_special_tokens`, so a literal "<|im_end|>" in data stays text). This equals
-tokenizing the rendered string whenever an answer does not begin with whitespace. Labels equal the ids
-on each answer and its `<|im_end|>`; everything else is IGNORE_INDEX. Nothing is truncated.
+It is assembled from pieces (`vlmft_cli.chat_pieces`): special tokens as ids and the text between them
+tokenized in one batch (user text with `split_special_tokens`, so a literal "<|im_end|>" in data stays
+text). This equals tokenizing the rendered string whenever an answer does not begin with whitespace.
+Labels equal the ids on each answer and its `<|im_end|>`; everything else is IGNORE_INDEX. Nothing is
+truncated. Batches are padded by the shared `collate`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from PIL.Image import Image
 
+from vlmft_cli import chat_pieces
+from vlmft_cli.chat_pieces import Piece, Tokenized, check_turns
+from vlmft_cli.chat_pieces import collate as collate  # re-exported: the backend and packing batch with it
 from vlmft_cli.model_backend import IGNORE_INDEX, EncodedSample, Turn
 from vlmft_internvl3.processor import InternVL3Processor
 from vlmft_internvl3.tokens import frame_label
-
-
-@dataclass(frozen=True)
-class Piece:
-    """A stretch of the sequence: text to tokenize, or literal token ids. `answer` marks labelled pieces
-    with the index of the assistant turn they belong to; `ends_qa` marks the last piece of a QA pair."""
-
-    text: str | None = None
-    ids: tuple[int, ...] = ()
-    answer: int | None = None
-    ends_qa: bool = False
-
-
-@dataclass
-class Tokenized:
-    """A tokenized conversation: ids, labels, one answer span per assistant turn, and the sequence length
-    after each QA pair (what encoding the conversation cut after that answer would give)."""
-
-    input_ids: list[int]
-    labels: list[int]
-    answer_spans: list[tuple[int, int]]
-    qa_ends: list[int]
 
 
 def tokens_per_frame(processor: InternVL3Processor) -> int:
@@ -55,20 +36,6 @@ def tokens_per_frame(processor: InternVL3Processor) -> int:
     real Qwen2.5 vocabulary) and are not counted; `conversation_lengths` gives exact lengths.
     """
     return processor.image_seq_length + 2
-
-
-def check_turns(turns: Sequence[Turn], *, ends_with: str) -> None:
-    """Turns must start with the user, alternate user/assistant and end with `ends_with`."""
-    if not turns:
-        raise ValueError("a conversation needs at least one turn")
-    for index, turn in enumerate(turns):
-        expected = "user" if index % 2 == 0 else "assistant"
-        if turn.role != expected:
-            raise ValueError(
-                f"turn {index} is from {turn.role!r}; turns must alternate user/assistant starting with user"
-            )
-    if turns[-1].role != ends_with:
-        raise ValueError(f"the conversation must end with a {ends_with} turn, not {turns[-1].role}")
 
 
 def conversation_pieces(
@@ -113,25 +80,8 @@ def conversation_pieces(
 
 
 def tokenize_pieces(processor: InternVL3Processor, pieces: Sequence[Piece]) -> Tokenized:
-    """Assemble `pieces` into token ids and labels; text pieces are tokenized in one batch."""
-    texts = [piece.text for piece in pieces if piece.text is not None]
-    encoded = iter(processor.tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"])
-    result = Tokenized(input_ids=[], labels=[], answer_spans=[], qa_ends=[])
-    spans: dict[int, list[int]] = {}
-    for piece in pieces:
-        ids = list(next(encoded)) if piece.text is not None else list(piece.ids)
-        start = len(result.input_ids)
-        result.input_ids += ids
-        if piece.answer is None:
-            result.labels += [IGNORE_INDEX] * len(ids)
-        else:
-            result.labels += ids
-            span = spans.setdefault(piece.answer, [start, start])
-            span[1] = len(result.input_ids)
-        if piece.ends_qa:
-            result.qa_ends.append(len(result.input_ids))
-    result.answer_spans = [(span[0], span[1]) for _, span in sorted(spans.items())]
-    return result
+    """`vlmft_cli.chat_pieces.tokenize_pieces` with the processor's tokenizer."""
+    return chat_pieces.tokenize_pieces(processor.tokenizer, pieces)
 
 
 def conversation_lengths(processor: InternVL3Processor, n_frames: int, turns: Sequence[Turn]) -> list[int]:
@@ -169,36 +119,3 @@ def encode_conversation(
         num_image_tokens=len(frames) * tokens_per_frame(processor),
         answer_spans=spans,
     )
-
-
-def collate(samples: Sequence[EncodedSample], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad samples into a batch: ids with `pad_token_id`, labels with IGNORE_INDEX, per-token extras
-    with 0; pixel values of all samples concatenated in order (omitted when there are no frames)."""
-    if not samples:
-        raise ValueError("cannot collate an empty batch")
-    length = max(len(sample) for sample in samples)
-    batch = len(samples)
-    input_ids = torch.full((batch, length), pad_token_id, dtype=torch.long)
-    labels = torch.full((batch, length), IGNORE_INDEX, dtype=torch.long)
-    attention_mask = torch.zeros((batch, length), dtype=torch.long)
-    for row, sample in enumerate(samples):
-        size = len(sample)
-        input_ids[row, :size] = sample.input_ids
-        labels[row, :size] = sample.labels
-        attention_mask[row, :size] = 1
-    out: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-    frames = [sample.pixel_values for sample in samples if sample.pixel_values.shape[0] > 0]
-    if frames:
-        out["pixel_values"] = torch.cat(frames, dim=0)
-    for key in samples[0].extra:
-        values = [sample.extra[key] for sample in samples]
-        if all(
-            value.dim() == 1 and value.shape[0] == len(sample) for value, sample in zip(values, samples, strict=True)
-        ):
-            padded = torch.zeros((batch, length), dtype=values[0].dtype)
-            for row, value in enumerate(values):
-                padded[row, : value.shape[0]] = value
-            out[key] = padded
-        else:
-            out[key] = torch.cat(values, dim=0)
-    return out

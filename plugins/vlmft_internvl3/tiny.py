@@ -10,9 +10,6 @@ byte-identical.
 
 from __future__ import annotations
 
-import json
-import shutil
-import uuid
 from pathlib import Path
 
 import torch
@@ -23,14 +20,16 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from vlmft_cli.model_loading import no_progress_bars
+from vlmft_cli.tiny_models import SPEC_FILE as SPEC_FILE  # re-exported: the spec file's name
+from vlmft_cli.tiny_models import ensure_model_folder, write_spec
+from vlmft_cli.tiny_models import is_current as is_current_spec
 from vlmft_internvl3.configs import IMAGE_MEAN, IMAGE_STD, image_seq_length
-from vlmft_internvl3.quiet import no_progress_bars
 from vlmft_internvl3.tiny_tokenizer import build_tiny_tokenizer
 from vlmft_internvl3.tokens import END_OF_TEXT, IM_END, IMG_CONTEXT
 
 TINY_NAME = "tiny-internvl3"
-#: Written into the model folder; a folder with another spec is rebuilt.
-SPEC_FILE = "vlmft_tiny.json"
+#: Written into the model folder (`SPEC_FILE`); a folder with another spec is rebuilt.
 SPEC = {"name": TINY_NAME, "builder": "vlmft_internvl3", "version": 1, "seed": 0}
 
 TINY_IMAGE_SIZE = 112
@@ -105,38 +104,14 @@ def write_tiny_model(directory: Path) -> None:
         model.save_pretrained(str(directory))
     tokenizer.save_pretrained(str(directory))
     tiny_image_processor().save_pretrained(str(directory))
-    (directory / SPEC_FILE).write_text(json.dumps(SPEC, indent=2, sort_keys=True) + "\n")
+    write_spec(directory, SPEC)
 
 
 def is_current(directory: Path) -> bool:
     """Whether `directory` holds a complete tiny model of the current spec."""
-    try:
-        return json.loads((directory / SPEC_FILE).read_text()) == SPEC
-    except (OSError, ValueError):
-        return False
+    return is_current_spec(directory, SPEC)
 
 
 def ensure_tiny_model(home: Path) -> Path:
     """The tiny model's folder under `home`, built first if missing or outdated; never left half-written."""
-    target = home / "models" / TINY_NAME
-    if is_current(target):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{TINY_NAME}.building-{uuid.uuid4().hex}"
-    staging.mkdir()
-    try:
-        write_tiny_model(staging)
-        if target.exists():
-            if is_current(target):  # another process finished first
-                return target
-            retired = target.parent / f".{TINY_NAME}.retired-{uuid.uuid4().hex}"
-            target.rename(retired)
-            shutil.rmtree(retired, ignore_errors=True)
-        try:
-            staging.rename(target)
-        except OSError:
-            if not is_current(target):
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return ensure_model_folder(home / "models" / TINY_NAME, SPEC, write_tiny_model)

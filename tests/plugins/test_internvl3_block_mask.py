@@ -1,6 +1,6 @@
 """Shared-prefix packing: [frames][QA1][QA2] under a block mask scores each QA as if it were alone.
 
-This is the property a packed stage-2 sample relies on: with a 4-D block attention mask and positions
+This is the property a packed stage-1 sequence relies on: with a 4-D block attention mask and positions
 restarting after the prefix, the summed answer loss of the packed row equals that of separate samples.
 """
 

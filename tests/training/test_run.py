@@ -46,6 +46,9 @@ def test_stage1_run_folder_and_metrics(curriculum):
     config = yaml.safe_load((run.path / "config.yaml").read_text())
     assert config["settings"]["learning_rate"] == 1e-3 and config["sources"]["learning_rate"] == "command line"
     assert config["sources"]["max_frames"] == "stage 1 default"
+    # Stage 1 packs by default: one sequence per video, the batch still counted in QAs.
+    assert config["settings"]["pack"] == "shared-prefix" and config["sources"]["pack"] == "stage 1 default"
+    assert info["pack"]["mode"] == "shared-prefix" and info["pack"]["accumulation"] == 1
     train_rows = rows(run.logs_dir / "train_metrics.csv")
     assert list(train_rows[0]) == ["step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "samples_per_s", "step_time_s", "peak_memory_gb"]
     # 87 stage-1 QAs at 4 per step: 22 steps, and the schedule ends with the data (the reference ran past it).
@@ -54,6 +57,7 @@ def test_stage1_run_folder_and_metrics(curriculum):
     assert float(train_rows[-1]["loss"]) < float(train_rows[0]["loss"])
     eval_rows = rows(run.logs_dir / "eval_metrics.csv")
     assert {"step", "loss", "perplexity", "loss_affordance", "loss_success"} <= set(eval_rows[0])
+    assert one.eval_metrics["samples"] == 20  # evaluation of a packed run stays one QA per sample
     assert math.isclose(float(eval_rows[0]["perplexity"]), math.exp(float(eval_rows[0]["loss"])), rel_tol=1e-6)
     # keep_last 3 plus the best; every kept checkpoint is complete and deep-verifies.
     kept = run.checkpoints()
@@ -124,7 +128,18 @@ def test_dry_run_counts_tokens_and_trains_nothing(processed_data, vlmft_home, tm
     assert plan["data"]["train"]["examples"] == 87 and plan["optimizer_steps"] == 22
     assert plan["data"]["train"]["tokens_per_example"]["min"] > 4 * 18  # four frames of 18 tokens and text
     assert plan["memory_estimate"]["fits"] is True
-    assert plan["padding_share"] < 0.10
+    # Packed (the stage-1 default): every video's frames once per step it appears in. The tiny model's
+    # frames are 18 tokens, so the saving is smaller than with real 256-token frames.
+    assert plan["pack"] == "shared-prefix" and plan["tokens_unpacked"] == plan["data"]["train"]["tokens_total"]
+    assert plan["tokens_packed"] < 0.7 * plan["tokens_unpacked"]
+    assert plan["packing_ratio"] == round(plan["tokens_packed"] / plan["tokens_unpacked"], 4)
+    assert plan["packing"]["mean_qas_per_video"] == round(87 / 24, 3)
+
+    req = request(processed_data, tmp_path, vlmft_home, 1, pack="none")
+    req.dry_run = True
+    unpacked = train(req).plan
+    assert unpacked["pack"] == "none" and unpacked["padding_share"] < 0.10  # length grouping
+    assert unpacked["tokens_packed"] == plan["tokens_packed"]  # what packing would save is shown either way
 
 
 def test_latest_skips_a_corrupt_checkpoint(curriculum, tmp_path):

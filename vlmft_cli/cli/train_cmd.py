@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -28,6 +29,7 @@ def train(
     resume: Annotated[str | None, typer.Option("--resume", help="Continue a run: 'latest', a checkpoint or a run folder.", show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show settings, token budget and memory estimate, then exit.")] = False,
     json: JsonOption = False,
+    nproc: Annotated[int | None, typer.Option("--nproc", min=1, help="Data-parallel processes (one per GPU) through torchrun; the global batch stays the same.", show_default=False)] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after N optimizer steps.", rich_help_panel=HP, show_default=False)] = None,
     num_epochs: Annotated[float | None, typer.Option("--epochs", help="Passes over the data.", rich_help_panel=HP, show_default=False)] = None,
     subset_ratio: Annotated[float | None, typer.Option("--subset-ratio", help="Share of the training videos to use.", rich_help_panel=HP, show_default=False)] = None,
@@ -45,6 +47,7 @@ def train(
     frame_sampling: Annotated[str | None, typer.Option("--frame-sampling", help="uniform-last or last.", rich_help_panel=HP, show_default=False)] = None,
     max_length: Annotated[int | None, typer.Option("--max-length", help="Longest sequence (2048 stage 1, 4096 stage 2).", rich_help_panel=HP, show_default=False)] = None,
     seed: Annotated[int | None, typer.Option("--seed", rich_help_panel=HP, show_default=False)] = None,
+    pack: Annotated[str | None, typer.Option("--pack", help="Stage 1: shared-prefix (default where the attention honours a block mask: all QAs of a video in one sequence, frames once) or none (one QA per sample).", rich_help_panel=HP, show_default=False)] = None,
     micro_batch_size: Annotated[int | None, typer.Option("--micro-batch-size", rich_help_panel=HW, show_default=False)] = None,
     eval_batch_size: Annotated[int | None, typer.Option("--eval-batch-size", rich_help_panel=HW, show_default=False)] = None,
     precision: Annotated[str | None, typer.Option("--precision", help="bf16, fp16 or fp32.", rich_help_panel=HW, show_default=False)] = None,
@@ -64,7 +67,14 @@ def train(
     Example: vlmft train --stage 1 --data robovqa --profile gb10
 
     Example: vlmft train --stage 2 --data robovqa --profile gb10   (starts from the newest stage-1 run)
+
+    Example: vlmft train --stage 1 --data robovqa --profile h100-80gb --nproc 8   (or: torchrun --nproc-per-node 8 -m vlmft_cli train …)
     """
+    from vlmft_cli.training import distributed
+
+    if nproc and nproc > 1 and not distributed.is_distributed_launch():
+        raise typer.Exit(distributed.launch(nproc, sys.argv[1:]))
+
     from vlmft_cli.settings import resolve_settings
     from vlmft_cli.training.run import TrainRequest
     from vlmft_cli.training.run import train as run_training
@@ -75,13 +85,15 @@ def train(
         "global_batch_size": global_batch_size, "weight_decay": weight_decay, "warmup_ratio": warmup_ratio,
         "max_grad_norm": max_grad_norm, "lr_scheduler": lr_scheduler, "lora_r": lora_r, "lora_alpha": lora_alpha,
         "lora_dropout": lora_dropout, "lora_pattern": lora_pattern, "max_frames": max_frames, "frame_sampling": frame_sampling,
-        "max_length": max_length, "seed": seed, "micro_batch_size": micro_batch_size, "eval_batch_size": eval_batch_size,
+        "max_length": max_length, "seed": seed, "pack": pack, "micro_batch_size": micro_batch_size, "eval_batch_size": eval_batch_size,
         "precision": precision, "quantization": quantize, "attention": attention, "gradient_checkpointing": gradient_checkpointing,
         "memory_cap_gb": memory_cap_gb, "dataloader_workers": workers, "save_steps": save_steps,
         "save_every_hours": save_every_hours, "eval_steps": eval_steps, "keep_last": keep_last, "report_to": report_to,
     }  # fmt: skip
     resolved = resolve_settings(stage=stage, profile=profile, config_file=config, cli=cli)
     result = run_training(TrainRequest(resolved=resolved, init_from=init_from, resume=resume, dry_run=dry_run), output.make_reporter(quiet=json))
+    if distributed.rank() != 0:
+        return  # rank 0 speaks for the run
     if json:
         output.print_json({"status": result.status, "run": result.run_dir, "step": result.global_step, "checkpoint": result.last_checkpoint, "train_loss": result.train_loss, "eval": result.eval_metrics, "plan": result.plan})
         return
@@ -98,10 +110,19 @@ def show_plan(plan: dict) -> None:
         tokens = info["tokens_per_example"]
         rows.append([split, info["examples"], info["qas"], info["rejected_lines"], info["rejected_too_long"], info["turns_dropped"], f"{tokens['min']}/{tokens['median']:g}/{tokens['max']}", f"{info['tokens_total']:,}"])
     output.print_table("Data", ["split", "examples", "QAs", "bad lines", "too long", "turns dropped", "tokens min/median/max", "tokens total"], rows)
+    packed = plan.get("pack") == "shared-prefix"
     lines = [
         f"optimizer steps: {plan['optimizer_steps']} ({plan['steps_per_epoch']} per epoch), accumulation {plan['gradient_accumulation_steps']}",
-        f"padding share with length grouping: {plan['padding_share']:.1%}",
+        f"padding share {'of packed micro-batches' if packed else 'with length grouping'}: {plan['padding_share']:.1%}",
     ]
+    if plan.get("tokens_packed") is not None:
+        packing = plan["packing"]
+        lines.append(
+            f"tokens per epoch: {plan['tokens_unpacked']:,} unpacked, {plan['tokens_packed']:,} packed ({plan['packing_ratio']:.2f}×; "
+            f"{packing['mean_qas_per_video']:g} QAs per video, packed accumulation {packing['packed_accumulation']}) — training {'packed' if packed else 'unpacked'}"
+        )
+    else:
+        lines.append(f"tokens per epoch: {plan['tokens_unpacked']:,} (not packed)")
     memory = plan.get("memory_estimate")
     if memory:
         verdict = "fits" if memory["fits"] else "does NOT fit"

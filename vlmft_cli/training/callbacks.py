@@ -57,10 +57,14 @@ def truncate_csv_after(path: Path, step: int) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-def file_logger(path: Path) -> logging.Logger:
+def file_logger(path: Path, enabled: bool = True) -> logging.Logger:
+    """training.log of a run; `enabled=False` (ranks other than 0) gives a logger that writes nothing."""
     logger = logging.getLogger(f"vlmft.run.{path.parent.parent.name}")
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    if not enabled:
+        logger.disabled = True
+        return logger
     if not any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path for h in logger.handlers):
         handler = logging.FileHandler(path, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))

@@ -1,0 +1,117 @@
+"""Chat encoding that model backends share: a conversation as pieces → token ids, labels, spans; batching.
+
+A backend renders its chat template as a list of `Piece`s: literal token ids (special tokens, visual
+placeholders) and the text between them. `tokenize_pieces` tokenizes all text pieces in one batch (with
+`split_special_tokens`, so a literal "<|im_end|>" in data stays text) and puts labels on the pieces marked
+as answers. This equals tokenizing the rendered string whenever an answer does not begin with
+whitespace, and it yields the length after every QA pair without decoding any image. `collate` pads
+encoded samples on the right into one batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from vlmft_cli.model_backend import IGNORE_INDEX, EncodedSample, Turn
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A stretch of the sequence: text to tokenize, or literal token ids. `answer` marks labelled pieces
+    with the index of the assistant turn they belong to; `ends_qa` marks the last piece of a QA pair."""
+
+    text: str | None = None
+    ids: tuple[int, ...] = ()
+    answer: int | None = None
+    ends_qa: bool = False
+
+
+@dataclass
+class Tokenized:
+    """A tokenized conversation: ids, labels, one answer span per assistant turn, and the sequence length
+    after each QA pair (what encoding the conversation cut after that answer would give)."""
+
+    input_ids: list[int]
+    labels: list[int]
+    answer_spans: list[tuple[int, int]]
+    qa_ends: list[int]
+
+
+def check_turns(turns: Sequence[Turn], *, ends_with: str) -> None:
+    """Turns must start with the user, alternate user/assistant and end with `ends_with`."""
+    if not turns:
+        raise ValueError("a conversation needs at least one turn")
+    for index, turn in enumerate(turns):
+        expected = "user" if index % 2 == 0 else "assistant"
+        if turn.role != expected:
+            raise ValueError(
+                f"turn {index} is from {turn.role!r}; turns must alternate user/assistant starting with user"
+            )
+    if turns[-1].role != ends_with:
+        raise ValueError(f"the conversation must end with a {ends_with} turn, not {turns[-1].role}")
+
+
+def tokenize_pieces(tokenizer: Any, pieces: Sequence[Piece]) -> Tokenized:
+    """Assemble `pieces` into token ids and labels; text pieces are tokenized in one batch."""
+    texts = [piece.text for piece in pieces if piece.text is not None]
+    encoded = iter(tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"] if texts else [])
+    result = Tokenized(input_ids=[], labels=[], answer_spans=[], qa_ends=[])
+    spans: dict[int, list[int]] = {}
+    for piece in pieces:
+        ids = list(next(encoded)) if piece.text is not None else list(piece.ids)
+        start = len(result.input_ids)
+        result.input_ids += ids
+        if piece.answer is None:
+            result.labels += [IGNORE_INDEX] * len(ids)
+        else:
+            result.labels += ids
+            span = spans.setdefault(piece.answer, [start, start])
+            span[1] = len(result.input_ids)
+        if piece.ends_qa:
+            result.qa_ends.append(len(result.input_ids))
+    result.answer_spans = [(span[0], span[1]) for _, span in sorted(spans.items())]
+    return result
+
+
+def is_per_token(value: torch.Tensor, sample: EncodedSample) -> bool:
+    """Whether an `extra` tensor is per-token (1-D, one value per input id) rather than per-sample data."""
+    return value.dim() == 1 and value.shape[0] == len(sample)
+
+
+def collate(samples: Sequence[EncodedSample], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad samples into a batch: ids with `pad_token_id`, labels with IGNORE_INDEX, per-token extras
+    with 0 (every sample must carry them); pixel values and other extras of the samples that have them
+    concatenated in order (pixel values omitted when no sample has frames)."""
+    if not samples:
+        raise ValueError("cannot collate an empty batch")
+    length = max(len(sample) for sample in samples)
+    batch = len(samples)
+    input_ids = torch.full((batch, length), pad_token_id, dtype=torch.long)
+    labels = torch.full((batch, length), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((batch, length), dtype=torch.long)
+    for row, sample in enumerate(samples):
+        size = len(sample)
+        input_ids[row, :size] = sample.input_ids
+        labels[row, :size] = sample.labels
+        attention_mask[row, :size] = 1
+    out: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    frames = [sample.pixel_values for sample in samples if sample.pixel_values.shape[0] > 0]
+    if frames:
+        out["pixel_values"] = torch.cat(frames, dim=0)
+    keys = list(dict.fromkeys(key for sample in samples for key in sample.extra))
+    for key in keys:
+        present = [(sample, sample.extra[key]) for sample in samples if key in sample.extra]
+        if all(is_per_token(value, sample) for sample, value in present):
+            if len(present) != batch:
+                raise ValueError(f"per-token extra {key!r} is missing from some samples of the batch")
+            padded = torch.zeros((batch, length), dtype=present[0][1].dtype)
+            for row, (_, value) in enumerate(present):
+                padded[row, : value.shape[0]] = value
+            out[key] = padded
+        else:
+            out[key] = torch.cat([value for _, value in present], dim=0)
+    return out

@@ -1,0 +1,240 @@
+"""`vlmft bench packing`: what stage-1 shared-prefix packing saves, measured.
+
+Two figures from one run: tokens per stage-1 epoch packed against unpacked (the batch plan of epoch 0),
+and training throughput in QAs per second for the same optimizer steps trained packed and unpacked,
+alternating step by step on one model (median of the timed steps, each mode warmed up once). A step
+covers everything training does for it: reading and encoding frames, collating, forward and backward of
+every micro-batch, and the optimizer step.
+
+The model is a mid-size random one derived from `model` (its tokenizer, image processor and
+architecture family) with the text and vision sizes of `MID_SIZE` and 448-px frames, so a frame costs
+256 tokens as in the real InternVL3 and frames dominate a stage-1 sample as they do in RoboVQA. It is
+written once under `home/bench/`. The sizes are set through the Hugging Face `text_config` /
+`vision_config` keys that InternVL-style configs carry.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlmft_cli.errors import ConfigError, DataError
+from vlmft_cli.reporting import NullReporter, Reporter
+
+#: Overrides for the benchmark model, by sub-config; `image_size` also sets the image processor.
+MID_SIZE: dict[str, dict[str, Any]] = {
+    "text_config": {"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64},
+    "vision_config": {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 2, "image_size": [448, 448]},
+}
+#: Files of a model folder besides the weights and config that the benchmark model reuses.
+PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "chat_template.jinja", "generation_config.json", "preprocessor_config.json")
+#: The token-count target of the issue: packed ≤ 0.4 × unpacked; and the throughput target: ≥ 2×.
+TOKEN_TARGET = 0.4
+SPEED_TARGET = 2.0
+
+
+@dataclass
+class PackingBenchResult:
+    model: str
+    global_batch_size: int
+    micro_batch_size: int
+    packed_accumulation: int
+    qas: int
+    videos: int
+    tokens_per_frame: int
+    tokens_unpacked: int
+    tokens_packed: int
+    steps: int
+    threads: int  # torch intra-op threads (OMP_NUM_THREADS): one is steadier on a shared machine
+    packed_qas_per_s: list[float] = field(default_factory=list)
+    unpacked_qas_per_s: list[float] = field(default_factory=list)
+
+    @property
+    def token_ratio(self) -> float:
+        return self.tokens_packed / self.tokens_unpacked
+
+    @property
+    def median_packed(self) -> float:
+        return statistics.median(self.packed_qas_per_s)
+
+    @property
+    def median_unpacked(self) -> float:
+        return statistics.median(self.unpacked_qas_per_s)
+
+    @property
+    def speedup(self) -> float:
+        return self.median_packed / self.median_unpacked
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "token_ratio": round(self.token_ratio, 4),
+            "token_target": TOKEN_TARGET,
+            "median_packed_qas_per_s": round(self.median_packed, 4),
+            "median_unpacked_qas_per_s": round(self.median_unpacked, 4),
+            "speedup": round(self.speedup, 3),
+            "speed_target": SPEED_TARGET,
+        }
+
+
+def scaled_config(config: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """`config` (a config.json document) with sub-config overrides; the image token count follows the
+    frame size where the config carries one (`(image_size / patch_size × downsample_ratio)²`)."""
+    scaled = json.loads(json.dumps(config))
+    for section, values in overrides.items():
+        if section not in scaled:
+            raise ConfigError(f"the benchmark model needs a {section} in the base model's config")
+        scaled[section].update(values)
+        if "num_hidden_layers" in values:
+            scaled[section].pop("layer_types", None)  # per-layer lists of the old depth; rebuilt from the new one
+    vision = scaled.get("vision_config", {})
+    if "image_seq_length" in scaled and "image_size" in vision:
+        side = int(vision["image_size"][0]) // int(vision["patch_size"][0])
+        scaled["image_seq_length"] = int(side * float(scaled.get("downsample_ratio", 1.0))) ** 2
+    return scaled
+
+
+def ensure_bench_model(source: Path, folder: Path, overrides: dict[str, dict[str, Any]] = MID_SIZE, seed: int = 0) -> Path:
+    """A random-weight model of `source`'s family at the overridden sizes, written once into `folder`."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+    from transformers.utils import logging as progress_bars
+
+    marker = folder / "vlmft_bench.json"
+    spec = {"source": str(source), "overrides": overrides, "seed": seed}
+    if marker.is_file() and json.loads(marker.read_text()) == spec:
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    config = scaled_config(json.loads((source / "config.json").read_text()), overrides)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    for name in PROCESSOR_FILES:
+        if (source / name).is_file():
+            shutil.copy2(source / name, folder / name)
+    image_size = overrides.get("vision_config", {}).get("image_size")
+    preprocessor = folder / "preprocessor_config.json"
+    if image_size and preprocessor.is_file():
+        document = json.loads(preprocessor.read_text())
+        document["size"] = {"height": int(image_size[0]), "width": int(image_size[1])}
+        preprocessor.write_text(json.dumps(document, indent=2))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(folder), dtype=torch.float32)
+    progress_bars.disable_progress_bar()  # our reporter shows progress; the library's bar would interleave
+    try:
+        model.save_pretrained(str(folder))
+    finally:
+        progress_bars.enable_progress_bar()
+    marker.write_text(json.dumps(spec))
+    return folder
+
+
+def _timed_step(model: Any, optimizer: Any, micro_batches: Sequence[dict[str, Any]], fetch: Any) -> float:
+    """Seconds for one optimizer step: fetch and collate each micro-batch, forward/backward, step."""
+    import torch
+
+    from vlmft_cli.model_backend import IGNORE_INDEX
+    from vlmft_cli.training.packed_dataset import STAT_KEYS
+
+    start = time.perf_counter()
+    batches = [fetch(items) for items in micro_batches]
+    label_tokens = sum(int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()) for batch in batches)
+    for batch in batches:
+        inputs = {key: value for key, value in batch.items() if key not in STAT_KEYS}
+        model(**inputs, num_items_in_batch=torch.tensor(label_tokens)).loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return time.perf_counter() - start
+
+
+def measure_packing(
+    data: Path,
+    *,
+    model: str = "tiny-internvl3",
+    home: Path,
+    steps: int = 3,
+    global_batch_size: int = 8,
+    micro_batch_size: int = 2,
+    attention: str = "sdpa",
+    seed: int = 0,
+    reporter: Reporter | None = None,
+) -> PackingBenchResult:
+    """Tokens per stage-1 epoch and training QAs/s, packed against unpacked, on the mid-size random model."""
+    import torch
+
+    from vlmft_cli.attention import select_attention
+    from vlmft_cli.backends import backend_for
+    from vlmft_cli.data.schema import iter_samples
+    from vlmft_cli.settings import Settings
+    from vlmft_cli.training.dataset import Collator, ExampleDataset
+    from vlmft_cli.training.examples import build_examples
+    from vlmft_cli.training.model import build_model
+    from vlmft_cli.training.pack_mode import packing_obstacle
+    from vlmft_cli.training.packed_dataset import PackedCollator, PackedDataset
+    from vlmft_cli.training.packing import PackingData, packed_accumulation, plan_epoch, summarize
+    from vlmft_cli.training.run import quiet_libraries
+
+    reporter = reporter or NullReporter()
+    quiet_libraries()
+    backend = backend_for(model)
+    attention_backend = select_attention(attention, reporter)
+    obstacle = packing_obstacle(1, backend, attention_backend)
+    if obstacle:
+        raise ConfigError(f"cannot benchmark packing: {obstacle}")
+    train_file = data / "stage1" / "train.jsonl"
+    if not train_file.is_file():
+        raise DataError(f"{train_file} not found: is {data} a folder written by `vlmft data extract`?")
+    source = Path(backend.resolve(model, home))
+    folder = ensure_bench_model(source, home / "bench" / f"packing-mid-{source.name}")
+    settings = Settings(
+        model=str(folder), home=home, precision="fp32", attention=attention, gradient_checkpointing=False,
+        lora_r=16, lora_alpha=32, lora_dropout=0.0, seed=seed, micro_batch_size=micro_batch_size, global_batch_size=global_batch_size,
+    )  # fmt: skip
+    lora_model, loaded = build_model(settings, backend, attention_backend, device="cpu")
+    processor = loaded.processor
+    samples = list(iter_samples(train_file, data))
+    examples, _ = build_examples(samples, backend=backend, processor=processor, max_frames=4, frame_sampling="uniform-last", max_length=settings.max_length)
+    packing = PackingData.from_examples(examples, lambda frames: backend.packed_prefix_length(processor, frames), settings.max_length)
+    accumulation = packed_accumulation(global_batch_size, micro_batch_size, packing.mean_qas_per_video)
+    plan = plan_epoch(packing, seed=seed, epoch=0, global_batch_size=global_batch_size, per_step=accumulation)
+    summary = summarize(packing, plan)
+    full_steps = [step for step in plan if sum(len(s) for batch in step for s in batch) == global_batch_size]
+    if len(full_steps) < steps + 1:
+        raise DataError(f"{train_file} has {len(full_steps)} full steps of {global_batch_size} QAs; the benchmark needs {steps + 1}")
+
+    pad = processor.pad_token_id
+    packed_set, unpacked_set = PackedDataset(examples, data, backend, processor, packing), ExampleDataset(examples, data, backend, processor)
+    packed_collate = PackedCollator(backend, pad, attention_backend.attn_implementation, torch.float32)
+    unpacked_collate = Collator(backend, pad)
+
+    def fetch_packed(batch: Sequence[tuple[int, ...]]) -> dict[str, Any]:
+        return packed_collate([packed_set[sequence] for sequence in batch])
+
+    def fetch_unpacked(batch: Sequence[int]) -> dict[str, Any]:
+        return unpacked_collate([unpacked_set[qa] for qa in batch])
+
+    optimizer = torch.optim.AdamW([p for p in lora_model.parameters() if p.requires_grad], lr=1e-5)
+    lora_model.train()
+    result = PackingBenchResult(
+        model=f"{model} (mid-size random: {folder})", global_batch_size=global_batch_size, micro_batch_size=micro_batch_size,
+        packed_accumulation=accumulation, qas=packing.num_qas, videos=len(packing.groups), tokens_per_frame=backend.tokens_per_frame(processor),
+        tokens_unpacked=summary.tokens_unpacked, tokens_packed=summary.tokens_packed, steps=steps, threads=torch.get_num_threads(),
+    )  # fmt: skip
+    with reporter.progress("bench packing", total=2 * (steps + 1), unit="steps") as task:
+        for number, step in enumerate(full_steps[: steps + 1]):
+            qas = [qa for batch in step for sequence in batch for qa in sequence]
+            unpacked_batches = [qas[i : i + micro_batch_size] for i in range(0, len(qas), micro_batch_size)]
+            packed_s = _timed_step(lora_model, optimizer, step, fetch_packed)
+            task.advance()
+            unpacked_s = _timed_step(lora_model, optimizer, unpacked_batches, fetch_unpacked)
+            task.advance()
+            if number > 0:  # the first pair warms up allocators and caches
+                result.packed_qas_per_s.append(len(qas) / packed_s)
+                result.unpacked_qas_per_s.append(len(qas) / unpacked_s)
+    return result
