@@ -84,6 +84,7 @@ class Settings(BaseSettings):
         description="Language-model projections that get LoRA adapters.",
     )
     lora_pattern: str | None = Field(None, description="Regex over module names; replaces the backend's language-model pattern.")
+    fps: float | None = Field(None, gt=0, description="Frame rate of the source clips; sampled frames are timed from it (default: the backend's).")
     max_frames: int = Field(4, ge=1, description="Frames per sample, sampled evenly and always including the final frame.")
     frame_sampling: Literal["uniform-last", "last"] = Field("uniform-last", description="How frames are picked from the clip.")
     max_length: int = Field(2048, ge=16, description="Longest sequence in tokens; frames are never truncated.")

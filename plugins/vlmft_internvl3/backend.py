@@ -107,7 +107,8 @@ class InternVL3Backend:
 
     # --- encoding ----------------------------------------------------------------------------------
 
-    def conversation_lengths(self, processor: InternVL3Processor, num_frames: int, turns: Sequence[Turn]) -> list[int]:
+    def conversation_lengths(self, processor: InternVL3Processor, num_frames: int, turns: Sequence[Turn], fps: float | None = None) -> list[int]:
+        """Exact lengths; `fps` is unused (InternVL3 numbers frames, it does not time them)."""
         from vlmft_internvl3.encoding import conversation_lengths
 
         return conversation_lengths(processor, num_frames, turns)

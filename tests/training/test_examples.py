@@ -69,3 +69,22 @@ def test_subset_keeps_whole_videos(processed_data):
     assert 0 < len(videos) < len({s.video_id for s in samples})
     assert all(s in chosen for s in samples if s.video_id in videos)
     assert subset(samples, 0.5, seed=3) == chosen
+
+
+def test_sampled_frames_are_timed_from_the_clip_rate():
+    from vlmft_cli.training.examples import sampled_fps
+
+    assert sampled_fps(None, [0, 5, 10, 15]) is None
+    assert sampled_fps(3.0, [0, 5, 10, 15]) == pytest.approx(0.6)
+    assert sampled_fps(3.0, [15]) == 3.0
+
+
+def test_clip_rate_reaches_a_backend_that_times_frames(processed_data, vlmft_home):
+    backend = backend_for("tiny-qwen3-vl")
+    processor = backend.load_processor("tiny-qwen3-vl", vlmft_home)
+    samples = stage_samples(processed_data, 1)[:1]
+    slow, _ = build_examples(samples, backend=backend, processor=processor, max_frames=4, frame_sampling="uniform-last", max_length=4096, clip_fps=1.0)
+    fast, _ = build_examples(samples, backend=backend, processor=processor, max_frames=4, frame_sampling="uniform-last", max_length=4096, clip_fps=10.0)
+    assert slow[0].fps == pytest.approx(0.2) and fast[0].fps == pytest.approx(2.0)
+    decoded = [processor.tokenizer.decode(ExampleDataset(e, processed_data, backend, processor)[0].input_ids) for e in (slow, fast)]
+    assert decoded[0] != decoded[1]  # the prompt's timestamps follow the rate (and lengths still match exactly)

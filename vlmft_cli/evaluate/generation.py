@@ -91,7 +91,7 @@ class PromptEncoder:
         return self._cached[1]
 
     def __call__(self, job: GenerationJob) -> EncodedSample:
-        return self.backend.encode_prompt(self.processor, self.frames(job.example_index), job.prompt)
+        return self.backend.encode_prompt(self.processor, self.frames(job.example_index), job.prompt, fps=self.examples[job.example_index].fps)
 
 
 @torch.no_grad()

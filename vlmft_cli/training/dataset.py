@@ -43,7 +43,7 @@ class ExampleDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> EncodedSample:
         example = self.examples[index]
-        encoded = self.backend.encode(self.processor, load_frames(self.root, example.images), example.turns)
+        encoded = self.backend.encode(self.processor, load_frames(self.root, example.images), example.turns, fps=example.fps)
         if len(encoded) != example.length:
             # The length policy relies on exact lengths; a mismatch would let frames be truncated.
             raise RuntimeError(f"{example.id}: encoded {len(encoded)} tokens, the backend predicted {example.length}")

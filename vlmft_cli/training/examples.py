@@ -28,6 +28,7 @@ class Example:
     turn_info: tuple[TurnInfo, ...]  # one per QA pair kept
     video_id: str
     length: int  # exact encoded length in tokens
+    fps: float | None = None  # frame rate of the selected frames (None: the backend's default)
 
     @property
     def num_qas(self) -> int:
@@ -75,14 +76,19 @@ def build_examples(
     max_frames: int,
     frame_sampling: FrameSampling,
     max_length: int,
+    clip_fps: float | None = None,
 ) -> tuple[list[Example], LengthReport]:
-    """Select frames, apply the length policy, and record exact lengths."""
+    """Select frames, apply the length policy, and record exact lengths.
+
+    `clip_fps` is the source clips' frame rate; the selected frames' rate is it divided by their mean stride.
+    """
     report = LengthReport()
     examples: list[Example] = []
     for sample in samples:
         indices = sample_frame_indices(len(sample.images), max_frames, frame_sampling)
         turns = sample_turns(sample)
-        lengths = backend.conversation_lengths(processor, len(indices), turns)
+        fps = sampled_fps(clip_fps, indices)
+        lengths = backend.conversation_lengths(processor, len(indices), turns, fps=fps)
         fitting = sum(1 for length in lengths if length <= max_length)
         if fitting == 0:
             report.rejected += 1
@@ -100,9 +106,18 @@ def build_examples(
                 turn_info=sample.turns[:fitting],
                 video_id=sample.video_id,
                 length=lengths[fitting - 1],
+                fps=fps,
             )
         )
     return examples, report
+
+
+def sampled_fps(clip_fps: float | None, indices: Sequence[int]) -> float | None:
+    """Frame rate of frames taken at `indices` from a clip recorded at `clip_fps`."""
+    if clip_fps is None or len(indices) < 2:
+        return clip_fps
+    mean_stride = (indices[-1] - indices[0]) / (len(indices) - 1)
+    return clip_fps / mean_stride
 
 
 def task_type_counts(examples: Iterable[Example]) -> Counter[str]:

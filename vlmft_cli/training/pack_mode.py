@@ -25,13 +25,14 @@ def packing_obstacle(stage: int, backend: Any, attention: Any) -> str | None:
     if stage != 1:
         return "shared-prefix packing is for stage 1 (a stage-2 sample is already one whole conversation)"
     backend_name = getattr(backend, "name", type(backend).__name__)
+    if not getattr(attention, "supports_block_mask", False):
+        return f"attention backend {attention.name} ({attention.attn_implementation}) does not honour a caller-built block attention mask"
+    declares = getattr(backend, "supports_block_mask", None)
+    if callable(declares) and not declares(attention.attn_implementation):
+        return f"model backend {backend_name} cannot apply a block attention mask with attn_implementation {attention.attn_implementation!r}"
     missing = [method for method in PACKING_METHODS if not callable(getattr(backend, method, None))]
     if missing:
         return f"model backend {backend_name} does not implement shared-prefix packing (it lacks {', '.join(missing)})"
-    if not getattr(attention, "supports_block_mask", False):
-        return f"attention backend {attention.name} ({attention.attn_implementation}) does not honour a caller-built block attention mask"
-    if not backend.supports_block_mask(attention.attn_implementation):
-        return f"model backend {backend_name} cannot apply a block attention mask with attn_implementation {attention.attn_implementation!r}"
     return None
 
 

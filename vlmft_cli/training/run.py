@@ -116,6 +116,7 @@ def load_split(settings: Settings, split: str, backend: Any, processor: Any, rep
         max_frames=settings.max_frames,
         frame_sampling=settings.frame_sampling,
         max_length=settings.max_length,
+        clip_fps=settings.fps,
     )
     if length_report.rejected or length_report.turns_dropped:
         reporter.warning(f"{split}: {length_report.summary()}")
