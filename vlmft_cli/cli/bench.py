@@ -1,13 +1,15 @@
-"""`vlmft bench`: measure the pipeline's speed and memory (`bench extract` for data extraction)."""
+"""`vlmft bench`: measure the pipeline's speed and memory: `extract`, `packing`, `attention`, `step`, `data`, and
+`compare` for two runs' JSON files."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
 from vlmft_cli.cli import output
-from vlmft_cli.cli.options import JsonOption
+from vlmft_cli.cli.options import JsonOption, ProfileOption, StageOption
 
 app = typer.Typer(name="bench", help="Benchmarks: throughput and peak memory.", no_args_is_help=True)
 
@@ -108,3 +110,141 @@ def bench_packing(
         ],
     )
     output.console.print(f"tokens packed/unpacked = {result.token_ratio:.3f} (target ≤ 0.4); QAs/s packed/unpacked = {result.speedup:.2f}× (target ≥ 2×)")
+
+
+# --- attention, step, data and compare (library: vlmft_cli.bench) ----------------------------------------
+
+OutOption = Annotated[Path | None, typer.Option("--out", "-o", help="Also write the JSON document to this file (atomically).", show_default=False)]
+ModelOption = Annotated[str | None, typer.Option("--model", "-m", help="Model name, local path or architecture variant (default tiny-internvl3).", show_default=False)]
+
+
+def _emit(document: Any, json: bool, out: Path | None) -> None:
+    """Write the document to --out, then print it as JSON or as its table."""
+    from vlmft_cli.bench.results import write_document
+    from vlmft_cli.bench.tables import document_table
+
+    if out is not None:
+        write_document(out, document)
+    if json:
+        output.print_json(document.as_dict())
+        return
+    _print_spec(document_table(document))
+    if out is not None:
+        output.console.print(f"written: {out}")
+
+
+def _print_spec(spec: Any) -> None:
+    output.print_table(spec.title, spec.columns, spec.rows)
+    for line in spec.lines:
+        output.console.print(line, markup=False)
+
+
+def _resolve(stage: int, profile: str | None, model: str | None, data: Path | None = None) -> Any:
+    from vlmft_cli.settings import resolve_settings
+
+    return resolve_settings(stage=stage, profile=profile, cli={"model": model, "data": data})
+
+
+@app.command("attention")
+def bench_attention(
+    seq_lens: Annotated[str, typer.Option("--seq-lens", help="Comma-separated sequence lengths.")] = "512,1024,2048,4096",
+    batch: Annotated[int, typer.Option("--batch", "-b", min=1, help="Sequences per call.")] = 1,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on the CPU).", show_default=False)] = None,
+    backward: Annotated[bool, typer.Option("--backward", help="Also time forward + backward.")] = False,
+    model: Annotated[str, typer.Option("--model", "-m", help="Take the head layout from this model's language model (an architecture variant, a tiny model or a local folder).")] = "InternVL3-8B",
+    heads: Annotated[int | None, typer.Option("--heads", min=1, help="Query heads (overrides the model's).", show_default=False)] = None,
+    kv_heads: Annotated[int | None, typer.Option("--kv-heads", min=1, help="Key/value heads (overrides the model's).", show_default=False)] = None,
+    head_dim: Annotated[int | None, typer.Option("--head-dim", min=1, help="Head dimension (overrides the model's).", show_default=False)] = None,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timed calls per case (the median is reported).")] = 10,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed calls first.")] = 3,
+    device: Annotated[str, typer.Option("--device", help="auto, cuda or cpu.")] = "auto",
+    json: JsonOption = False,
+    out: OutOption = None,
+) -> None:
+    """Every available attention backend's kernel, called as transformers models call it, with a causal mask.
+
+    Forward (and with --backward forward+backward) latency: median, min–max and IQR; peak memory of one call
+    beyond its inputs (CUDA max allocated, or the CPU's resident-set peak); TFLOP/s. Unavailable backends are
+    listed with their reason. Head layout: the model's language model (InternVL3-8B: 28 query, 4 KV heads × 128).
+
+    Example: vlmft bench attention --backward --out attention.json
+    """
+    from vlmft_cli.bench.architecture import resolve_layout
+    from vlmft_cli.bench.attention import AttentionOptions, parse_seq_lens, run_attention_bench
+
+    layout, source = resolve_layout(model, heads=heads, kv_heads=kv_heads, head_dim=head_dim, home=_resolve(1, None, None).settings.home)
+    options = AttentionOptions(seq_lens=parse_seq_lens(seq_lens), batch=batch, dtype=dtype, backward=backward, repeats=repeats, warmup=warmup, device=device)
+    _emit(run_attention_bench(layout, options, layout_source=source, reporter=output.make_reporter(quiet=json)), json, out)
+
+
+@app.command("step")
+def bench_step(
+    model: ModelOption = None,
+    profile: ProfileOption = None,
+    stage: StageOption = 1,
+    random_init: Annotated[bool, typer.Option("--random-init", help="Build the real architecture (--variant) with random weights: no download.")] = False,
+    variant: Annotated[str | None, typer.Option("--variant", help="Architecture for --random-init, e.g. InternVL3-8B (default: --model).", show_default=False)] = None,
+    layers: Annotated[int | None, typer.Option("--layers", min=1, help="With --random-init: at most N text and N vision layers (widths unchanged).", show_default=False)] = None,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Timed steps (the median is reported).")] = 5,
+    warmup: Annotated[int, typer.Option("--warmup", min=1, help="Untimed steps first (the first counts the FLOPs).")] = 1,
+    data: Annotated[Path | None, typer.Option("--data", "-d", help="Take the micro-batch from this processed data folder instead of a synthetic sample.", show_default=False)] = None,
+    json: JsonOption = False,
+    out: OutOption = None,
+) -> None:
+    """One LoRA training step of the stage's micro-batch (stage 1: 4 frames + one QA; stage 2: 10 frames + 4 QAs).
+
+    Step time, samples/s, tokens/s, peak memory, and model-FLOPs utilization against the profile's datasheet
+    bf16 peak and against a matmul peak measured here in the same run. Model FLOPs for LoRA on a frozen base:
+    forward 2·N·T + backward 2·N·T (activation gradients only) for frozen layers, 6·N·T for LoRA adapters,
+    forward only for the frozen vision tower, counted per layer from the tokens it sees (see the JSON notes).
+
+    Example: vlmft bench step --model InternVL3-8B --random-init --profile h100-80gb --stage 2 --json
+    """
+    from vlmft_cli.bench.step import StepOptions, measure_step
+
+    options = StepOptions(random_init=random_init, variant=variant, layers=layers, steps=steps, warmup=warmup)
+    _emit(measure_step(_resolve(stage, profile, model, data), options, output.make_reporter(quiet=json)), json, out)
+
+
+@app.command("data")
+def bench_data(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Processed data folder (from `vlmft data extract`).")],
+    stage: StageOption = 1,
+    profile: ProfileOption = None,
+    model: ModelOption = None,
+    workers: Annotated[int | None, typer.Option("--workers", "-w", min=0, help="Dataloader workers (default: the profile's).", show_default=False)] = None,
+    batches: Annotated[int, typer.Option("--batches", min=1, help="Micro-batches timed after the first.")] = 50,
+    step_samples_per_s: Annotated[float | None, typer.Option("--step-samples-per-s", help="What a step consumes; default: measured with `bench step` on the same settings.", show_default=False)] = None,
+    json: JsonOption = False,
+    out: OutOption = None,
+) -> None:
+    """Dataloader samples/s (training's dataset, collator and length-grouped order) against what a step consumes.
+
+    Reports the ratio (target ≥ 4×) and the padding share with length-grouped batches (target < 10%) and shuffled.
+
+    Example: vlmft bench data --data demo-run/data --stage 2 --profile cpu
+    """
+    from vlmft_cli.bench.data import DataOptions, measure_data
+
+    options = DataOptions(workers=workers, batches=batches, step_samples_per_s=step_samples_per_s)
+    _emit(measure_data(_resolve(stage, profile, model, data), options, output.make_reporter(quiet=json)), json, out)
+
+
+@app.command("compare")
+def bench_compare(
+    a: Annotated[Path, typer.Argument(help="The reference benchmark JSON (A).")],
+    b: Annotated[Path, typer.Argument(help="The benchmark JSON to set against it (B).")],
+    json: JsonOption = False,
+) -> None:
+    """Ratios B/A of every metric of the entries two runs of the same benchmark share.
+
+    Example: vlmft bench compare attention-gb10.json attention-h100.json
+    """
+    from vlmft_cli.bench.compare import compare_files
+    from vlmft_cli.bench.tables import comparison_table
+
+    comparison = compare_files(a, b)
+    if json:
+        output.print_json(comparison.as_dict())
+        return
+    _print_spec(comparison_table(comparison))

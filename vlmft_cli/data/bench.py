@@ -17,14 +17,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import resource
 import shutil
 import tempfile
 import threading
-import time
-from collections.abc import Iterator
 from concurrent.futures import wait
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +28,7 @@ from typing import Any
 
 import psutil
 
+from vlmft_cli.bench.timing import WallCpu, timed
 from vlmft_cli.data.extract import ExtractOptions, run_extract
 from vlmft_cli.data.frames import transcode_only
 from vlmft_cli.data.layout import SPLITS, stage_file
@@ -150,25 +147,6 @@ def _bare_loop(videos: list[list[bytes]], workers: int, size: int, quality: int)
             task.result()
 
 
-def _cpu_seconds() -> float:
-    """CPU time of this process and its finished children so far."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-@dataclass
-class _Timing:
-    wall_s: float
-    cpu_s: float
-
-
-@contextmanager
-def _timed(timings: list[_Timing]) -> Iterator[None]:
-    wall, cpu = time.monotonic(), _cpu_seconds()
-    yield
-    timings.append(_Timing(time.monotonic() - wall, _cpu_seconds() - cpu))
-
-
 def run_extract_benchmark(
     source: str,
     workers: int | None = None,
@@ -183,20 +161,20 @@ def run_extract_benchmark(
     reporter = reporter or NullReporter()
     workers = workers or default_workers()
     find_shards(source)  # imports tensorflow outside the timings
-    extract_times: list[_Timing] = []
-    loop_times: list[_Timing] = []
+    extract_times: list[WallCpu] = []
+    loop_times: list[WallCpu] = []
     memory = PeakMemory()
     with tempfile.TemporaryDirectory(prefix="vlmft-bench-") as temp:
         for attempt in range(repeat):
             out = Path(temp, f"out{attempt}")
             options = ExtractOptions(source, out, size=size, quality=quality, workers=workers, limit=limit)
             # Memory is sampled during the first extraction only, before the loop's frames are loaded.
-            with _timed(extract_times), memory if attempt == 0 else contextlib.nullcontext():
+            with timed(extract_times), memory if attempt == 0 else contextlib.nullcontext():
                 metadata = run_extract(options, reporter).metadata
             if attempt == 0:
                 videos = _extracted_frames(source, out, limit)
                 reporter.info(f"bare loop: {sum(map(len, videos))} frames of {len(videos)} videos on {workers} workers")
-            with _timed(loop_times):
+            with timed(loop_times):
                 _bare_loop(videos, workers, size, quality)
             shutil.rmtree(out)
     records = sum(metadata["splits"][split]["videos"] for split in SPLITS)

@@ -1,0 +1,120 @@
+"""What `vlmft bench` prints: each benchmark document (or comparison) as a titled table plus notes.
+
+Pure data (title, columns, rows, lines below); `vlmft_cli.cli.bench` hands it to the CLI's output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from vlmft_cli.bench.compare import Comparison
+from vlmft_cli.bench.results import BenchDocument
+
+
+@dataclass
+class TableSpec:
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+    lines: list[str] = field(default_factory=list)
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def device_label(device: dict[str, Any]) -> str:
+    if device.get("gpu"):
+        return f"{device['gpu']} (torch {device.get('torch')}, CUDA {device.get('cuda')})"
+    return f"CPU {device.get('cpu', '?')}, {device.get('torch_threads', '?')} threads (torch {device.get('torch')})"
+
+
+def attention_table(document: BenchDocument) -> TableSpec:
+    p = document.parameters
+    layout = p["layout"]
+    backward = bool(p.get("backward"))
+    columns = ["backend", "seq len", "fwd ms (median)", "fwd min–max", "fwd IQR", "fwd TFLOP/s"]
+    if backward:
+        columns += ["fwd+bwd ms (median)", "fwd+bwd min–max", "fwd+bwd TFLOP/s"]
+    columns.append("peak MiB")
+    rows = []
+    for entry in document.entries:
+        m, key = entry.metrics, entry.key
+        if "error" in entry.details:
+            rows.append([key["backend"], key["seq_len"], entry.details["error"], *[""] * (len(columns) - 3)])
+            continue
+        row = [key["backend"], key["seq_len"], _num(m["forward_ms_median"]), f"{_num(m['forward_ms_min'])}–{_num(m['forward_ms_max'])}", _num(m["forward_ms_iqr"]), _num(m["forward_tflops"])]
+        if backward:
+            row += [_num(m["forward_backward_ms_median"]), f"{_num(m['forward_backward_ms_min'])}–{_num(m['forward_backward_ms_max'])}", _num(m["forward_backward_tflops"])]
+        row.append(_num(m.get("peak_memory_mib")))
+        rows.append(row)
+    title = (
+        f"Attention: {layout['heads']} query / {layout['kv_heads']} KV heads × {layout['head_dim']} ({p['layout_source']}), "
+        f"batch {p['batch']}, {p['dtype']}, causal, {p['repeats']} repeats after {p['warmup']} warm-up — {device_label(document.device)}"
+    )
+    lines = [f"unavailable: {item['name']}: {item['reason']}" for item in document.unavailable]
+    return TableSpec(title, columns, rows, lines)
+
+
+def step_table(document: BenchDocument) -> TableSpec:
+    p = document.parameters
+    entry = document.entries[0]
+    m, d = entry.metrics, entry.details
+    batch = d["batch"]
+    matmul = d.get("matmul") or {}
+    rows = [
+        ["step time per micro-batch", f"{_num(m['step_s'])} s", "forward+backward + optimizer ÷ accumulation"],
+        ["forward+backward", f"{_num(m['forward_backward_s_median'])} s", f"min {_num(m['forward_backward_s_min'])}, max {_num(m['forward_backward_s_max'])}, IQR {_num(m['forward_backward_s_iqr'])}"],
+        ["optimizer (clip, AdamW, zero)", f"{_num(m['optimizer_s_median'])} s", ""],
+        ["optimizer step", f"{_num(m['optimizer_step_s'])} s", f"{d['accumulation']} micro-batches accumulated"],
+        ["samples/s", _num(m["samples_per_s"]), f"{batch['samples']} per micro-batch"],
+        ["tokens/s", _num(m["tokens_per_s"]), f"{batch['tokens']} tokens per micro-batch ({batch['image_tokens']} image, {batch['label_tokens']} labelled, {batch['padded_tokens']} padded)"],
+        ["peak memory", f"{_num(m['peak_memory_mib'])} MiB", d["memory"]["kind"]],
+        ["model FLOPs per micro-batch", f"{_num(m['model_tflop_per_micro_batch'])} TFLOP", f"forward {_num(d['flops']['forward_tflop'])}, backward {_num(d['flops']['backward_tflop'])}"],
+        ["achieved", f"{_num(m['achieved_tflops'])} TFLOP/s", ""],
+        ["MFU vs datasheet", _num(m["mfu_datasheet"]), f"peak {_num(d.get('datasheet_bf16_tflops'))} TFLOP/s (profile {p['profile']})"],
+        ["MFU vs measured matmul", _num(m["mfu_measured"]), f"{matmul['size']}³ {matmul['dtype']} matmul: {_num(m['measured_matmul_tflops'])} TFLOP/s" if matmul else "not measured"],
+        ["parameters", f"{d['parameters']['trainable']:,} trainable", f"of {d['parameters']['total']:,}"],
+    ]
+    title = (
+        f"Training step: {entry.key['model']}, stage {p['stage']}, profile {p['profile']} ({p['precision']}, {p['attention']}, "
+        f"gradient checkpointing {'on' if p['gradient_checkpointing'] else 'off'}), median of {p['steps']} — {device_label(document.device)}"
+    )
+    return TableSpec(title, ["", "value", ""], rows, [f"FLOPs: {document.notes['flops']}"])
+
+
+def data_table(document: BenchDocument) -> TableSpec:
+    p = document.parameters
+    entry = document.entries[0]
+    m, d = entry.metrics, entry.details
+    targets, meets = d["targets"], d["meets"]
+
+    def verdict(name: str) -> str:
+        return "meets" if meets[name] else "misses"
+
+    rows = [
+        ["loader samples/s", _num(m["loader_samples_per_s"]), f"{d['loader']['batches']} micro-batches of {p['micro_batch_size']}, {p['workers']} worker(s); first batch after {_num(m['startup_s'])} s"],
+        ["step samples/s", _num(m["step_samples_per_s"]), d["step"]],
+        ["loader ÷ step", _num(m["ratio"]), f"{verdict('ratio')} the ≥ {targets['ratio']:g}× target"],
+        ["padding, length-grouped", f"{m['padding_share_grouped']:.1%}", f"{verdict('padding_share_grouped')} the < {targets['padding_share_grouped']:.0%} target (groups of {d['length_group_size']})"],
+        ["padding, shuffled", f"{m['padding_share_shuffled']:.1%}", ""],
+    ]
+    title = f"Dataloader: stage {p['stage']}, {d['examples']} examples in {p['data']}, profile {p['profile']} — {device_label(document.device)}"
+    return TableSpec(title, ["", "value", ""], rows, [document.notes["cpu"]])
+
+
+def comparison_table(comparison: Comparison) -> TableSpec:
+    rows = [[", ".join(f"{k}={v}" for k, v in ratio.key.items()), ratio.metric, _num(ratio.a), _num(ratio.b), _num(ratio.ratio)] for ratio in comparison.ratios]
+    lines = [f"A = {comparison.a}: {device_label(comparison.device_a)}", f"B = {comparison.b}: {device_label(comparison.device_b)}"]
+    lines += [f"only in A: {key}" for key in comparison.only_in_a] + [f"only in B: {key}" for key in comparison.only_in_b]
+    return TableSpec(f"bench {comparison.bench}: B/A", ["entry", "metric", "A", "B", "B/A"], rows, lines)
+
+
+def document_table(document: BenchDocument) -> TableSpec:
+    tables = {"attention": attention_table, "step": step_table, "data": data_table}
+    return tables[document.bench](document)
