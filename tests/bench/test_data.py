@@ -15,7 +15,7 @@ def test_stage_1_against_a_measured_step(vlmft_home, processed_data):
     document = measure_data(_resolved(vlmft_home, processed_data, 1), DataOptions(batches=5, step_steps=1)).as_dict()
     (entry,) = document["entries"]
     m, d = entry["metrics"], entry["details"]
-    assert entry["key"] == {"stage": 1, "micro_batch_size": 2} and d["workers"] == 1  # the cpu profile's
+    assert entry["key"] == {"stage": 1, "micro_batch_size": 2} and d["workers"] == 2  # the cpu profile's
     assert d["loader"]["batches"] == 5 and d["loader"]["samples"] == 10 and m["startup_s"] > 0
     assert m["loader_samples_per_s"] > 0 and m["step_samples_per_s"] > 0
     assert m["ratio"] == pytest.approx(m["loader_samples_per_s"] / m["step_samples_per_s"], rel=1e-2)
