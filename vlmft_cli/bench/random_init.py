@@ -10,7 +10,8 @@ architecture: its frames are resized to the vision tower's input size, so a fram
 of tokens (256 for InternVL3's 448-px tiles), and the architecture's config takes the tiny tokenizer's
 special-token ids (`*_token_id`), so the image placeholders the processor writes are the ones the model
 looks for. Ids are below the real vocabulary size, and no size, depth or width changes. A family whose
-vision config has no fixed input size (Qwen's dynamic resolution) keeps the tiny processor's frame size.
+vision config has no fixed input size (Qwen's dynamic resolution) gets the tiny processor without its
+pinned pixel count, so the family's real frame size applies.
 """
 
 from __future__ import annotations
@@ -88,6 +89,19 @@ def _resize_processor(folder: Path, size: tuple[int, int]) -> None:
         path.write_text(json.dumps(document, indent=2))
 
 
+def _unpin_processor(folder: Path) -> None:
+    """Dynamic-resolution families: drop a tiny model's pinned pixel count, so the processor and the
+    backend fall back to the family's real frame size."""
+    path = folder / "preprocessor_config.json"
+    if not path.is_file():
+        return
+    document = json.loads(path.read_text())
+    size = document.get("size")
+    if isinstance(size, dict) and size.get("shortest_edge") is not None and size.get("shortest_edge") == size.get("longest_edge"):
+        del document["size"]
+        path.write_text(json.dumps(document, indent=2))
+
+
 def architecture_processor(backend: ModelBackend, config: PretrainedConfig, home: Path) -> tuple[PretrainedConfig, Any]:
     """(`config` with the tiny tokenizer's special-token ids, a processor for it); see the module docstring."""
     from transformers import AutoConfig
@@ -107,5 +121,7 @@ def architecture_processor(backend: ModelBackend, config: PretrainedConfig, home
         size = _vision_size(config)
         if size is not None:
             _resize_processor(folder, size)
+        else:
+            _unpin_processor(folder)
         processor = backend.load_processor(str(folder), home)
     return config, processor
