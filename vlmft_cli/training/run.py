@@ -385,6 +385,49 @@ def _resume_checkpoint(checkpoint: runs.Checkpoint, out: Path, reporter: Reporte
     return _execute(settings, profile, request, reporter, run=run, resume_from=checkpoint)
 
 
+def training_arguments(settings: Settings, run: runs.Run, *, accumulation: int, device: str, evaluates: bool) -> Any:
+    """The Trainer's arguments for a run: the recipe, the profile's hardware values and vlmft's cadence
+    (a step cadence when `save_steps` is set; otherwise `SaveCadenceCallback` sets it from hours)."""
+    from transformers import TrainingArguments
+
+    save_steps = settings.save_steps
+    never = 10**9  # "not by steps": the hours callback (or the end of training) triggers the save
+    return TrainingArguments(
+        output_dir=str(run.checkpoints_dir),
+        per_device_train_batch_size=settings.micro_batch_size,
+        per_device_eval_batch_size=settings.eval_batch_size,
+        gradient_accumulation_steps=accumulation,
+        learning_rate=settings.learning_rate,
+        weight_decay=settings.weight_decay,
+        adam_beta1=settings.adam_beta1,
+        adam_beta2=settings.adam_beta2,
+        max_grad_norm=settings.max_grad_norm,
+        lr_scheduler_type=settings.lr_scheduler,
+        warmup_steps=settings.warmup_ratio,
+        num_train_epochs=settings.num_epochs,
+        max_steps=settings.max_steps or -1,
+        logging_steps=settings.logging_steps,
+        save_strategy="steps",
+        save_steps=save_steps or never,
+        eval_strategy="steps" if evaluates else "no",
+        eval_steps=settings.eval_steps or save_steps or never,
+        save_total_limit=None,
+        seed=settings.seed,
+        data_seed=settings.seed,
+        bf16=settings.precision == "bf16",
+        fp16=settings.precision == "fp16",
+        dataloader_num_workers=settings.dataloader_workers,
+        remove_unused_columns=False,
+        report_to=[] if settings.report_to == "none" else [settings.report_to],
+        disable_tqdm=True,
+        use_cpu=device == "cpu",
+        label_names=["labels"],
+        ddp_find_unused_parameters=False,
+        ddp_backend="gloo" if device == "cpu" and world_size() > 1 else None,
+        optim="adamw_torch",
+    )
+
+
 def quiet_libraries() -> None:
     """Silence library chatter that says nothing to a user (progress is ours to report)."""
     import logging
@@ -397,7 +440,6 @@ def quiet_libraries() -> None:
 def _execute(settings: Settings, profile: Profile, request: TrainRequest, reporter: Reporter, *, run: runs.Run | None, resume_from: runs.Checkpoint | None) -> TrainResult:
     quiet_libraries()
     import transformers
-    from transformers import TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
     from vlmft_cli.attention import select_attention
@@ -517,43 +559,8 @@ def _execute(settings: Settings, profile: Profile, request: TrainRequest, report
             sampler = SeededOrderSampler(train_dataset.lengths, settings.seed, group_size=settings.micro_batch_size * accumulation)
             batch_sampler = train_collator = None
 
-        save_steps = settings.save_steps
-        hours = None if save_steps else (settings.save_every_hours or DEFAULT_SAVE_EVERY_HOURS)
-        eval_steps = settings.eval_steps or save_steps or 10**9
-        args = TrainingArguments(
-            output_dir=str(run.checkpoints_dir),
-            per_device_train_batch_size=settings.micro_batch_size,
-            per_device_eval_batch_size=settings.eval_batch_size,
-            gradient_accumulation_steps=accumulation,
-            learning_rate=settings.learning_rate,
-            weight_decay=settings.weight_decay,
-            adam_beta1=settings.adam_beta1,
-            adam_beta2=settings.adam_beta2,
-            max_grad_norm=settings.max_grad_norm,
-            lr_scheduler_type=settings.lr_scheduler,
-            warmup_steps=settings.warmup_ratio,
-            num_train_epochs=settings.num_epochs,
-            max_steps=settings.max_steps or -1,
-            logging_steps=settings.logging_steps,
-            save_strategy="steps",
-            save_steps=save_steps or 10**9,
-            eval_strategy="steps" if eval_dataset is not None else "no",
-            eval_steps=eval_steps,
-            save_total_limit=None,
-            seed=settings.seed,
-            data_seed=settings.seed,
-            bf16=settings.precision == "bf16",
-            fp16=settings.precision == "fp16",
-            dataloader_num_workers=settings.dataloader_workers,
-            remove_unused_columns=False,
-            report_to=[] if settings.report_to == "none" else [settings.report_to],
-            disable_tqdm=True,
-            use_cpu=device == "cpu",
-            label_names=["labels"],
-            ddp_find_unused_parameters=False,
-            ddp_backend="gloo" if device == "cpu" and world_size() > 1 else None,
-            optim="adamw_torch",
-        )
+        hours = None if settings.save_steps else (settings.save_every_hours or DEFAULT_SAVE_EVERY_HOURS)
+        args = training_arguments(settings, run, accumulation=accumulation, device=device, evaluates=eval_dataset is not None)
         if settings.report_to == "tensorboard":
             os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.logs_dir / "tensorboard")  # read by transformers' callback
         trainer = CurriculumTrainer(
