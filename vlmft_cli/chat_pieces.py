@@ -55,6 +55,43 @@ def check_turns(turns: Sequence[Turn], *, ends_with: str) -> None:
         raise ValueError(f"the conversation must end with a {ends_with} turn, not {turns[-1].role}")
 
 
+def chatml_pieces(
+    *,
+    im_start: int,
+    im_end: int,
+    system_prompt: str | None,
+    turns: Sequence[Turn],
+    frame_pieces: Sequence[Piece],
+    after_frames: str,
+    generation_prompt: bool,
+) -> list[Piece]:
+    """A ChatML conversation (`<|im_start|>role\n…<|im_end|>\n`) as pieces; the backends differ only in
+    `frame_pieces`, the frames of the first user turn with the `user\n` lead merged into their first text
+    piece, and `after_frames`, the text between the frames and the question."""
+    start, end = (im_start,), (im_end,)
+    pieces: list[Piece] = []
+    if system_prompt is not None:
+        pieces += [Piece(ids=start), Piece(text=f"system\n{system_prompt}"), Piece(ids=end), Piece(text="\n")]
+    answer_index = 0
+    for index, turn in enumerate(turns):
+        pieces.append(Piece(ids=start))
+        if turn.role == "user":
+            if index == 0 and frame_pieces:
+                pieces += [*frame_pieces, Piece(text=f"{after_frames}{turn.text}")]
+            else:
+                pieces.append(Piece(text=f"user\n{turn.text}"))
+            pieces += [Piece(ids=end), Piece(text="\n")]
+        else:
+            pieces.append(Piece(text="assistant\n"))
+            pieces.append(Piece(text=turn.text, answer=answer_index))
+            pieces.append(Piece(ids=end, answer=answer_index))
+            pieces.append(Piece(text="\n", ends_qa=True))
+            answer_index += 1
+    if generation_prompt:
+        pieces += [Piece(ids=start), Piece(text="assistant\n")]
+    return pieces
+
+
 def tokenize_pieces(tokenizer: Any, pieces: Sequence[Piece]) -> Tokenized:
     """Assemble `pieces` into token ids and labels; text pieces are tokenized in one batch."""
     texts = [piece.text for piece in pieces if piece.text is not None]

@@ -42,41 +42,24 @@ def conversation_pieces(
     processor: InternVL3Processor, n_frames: int, turns: Sequence[Turn], *, generation_prompt: bool
 ) -> list[Piece]:
     """The pieces of the chat-template rendering of `turns`, frames in the first user turn."""
-    im_start, im_end = (processor.im_start_id,), (processor.im_end_id,)
     image_block = (
         processor.image_start_id,
         *[processor.image_context_id] * processor.image_seq_length,
         processor.image_end_id,
     )
-    pieces: list[Piece] = []
-    if processor.system_prompt is not None:
-        pieces += [
-            Piece(ids=im_start),
-            Piece(text=f"system\n{processor.system_prompt}"),
-            Piece(ids=im_end),
-            Piece(text="\n"),
-        ]
-    answer_index = 0
-    for index, turn in enumerate(turns):
-        pieces.append(Piece(ids=im_start))
-        if turn.role == "user":
-            if index == 0 and n_frames > 0:
-                for frame in range(n_frames):
-                    pieces.append(Piece(text=("user\n" if frame == 0 else "\n") + frame_label(frame)))
-                    pieces.append(Piece(ids=image_block))
-                pieces.append(Piece(text=f"\n{turn.text}"))
-            else:
-                pieces.append(Piece(text=f"user\n{turn.text}"))
-            pieces += [Piece(ids=im_end), Piece(text="\n")]
-        else:
-            pieces.append(Piece(text="assistant\n"))
-            pieces.append(Piece(text=turn.text, answer=answer_index))
-            pieces.append(Piece(ids=im_end, answer=answer_index))
-            pieces.append(Piece(text="\n", ends_qa=True))
-            answer_index += 1
-    if generation_prompt:
-        pieces += [Piece(ids=im_start), Piece(text="assistant\n")]
-    return pieces
+    frame_pieces: list[Piece] = []
+    for frame in range(n_frames):
+        frame_pieces.append(Piece(text=("user\n" if frame == 0 else "\n") + frame_label(frame)))
+        frame_pieces.append(Piece(ids=image_block))
+    return chat_pieces.chatml_pieces(
+        im_start=processor.im_start_id,
+        im_end=processor.im_end_id,
+        system_prompt=processor.system_prompt,
+        turns=turns,
+        frame_pieces=frame_pieces,
+        after_frames="\n",
+        generation_prompt=generation_prompt,
+    )
 
 
 def tokenize_pieces(processor: InternVL3Processor, pieces: Sequence[Piece]) -> Tokenized:

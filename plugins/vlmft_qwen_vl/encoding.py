@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import torch
 from PIL.Image import Image
 
-from vlmft_cli.chat_pieces import Piece, check_turns, tokenize_pieces
+from vlmft_cli.chat_pieces import Piece, chatml_pieces, check_turns, tokenize_pieces
 from vlmft_cli.model_backend import IGNORE_INDEX, EncodedSample, Turn
 from vlmft_qwen_vl.processor import QwenVLProcessor
 from vlmft_qwen_vl.tokens import timestamp_text
@@ -72,34 +72,15 @@ def conversation_pieces(
     processor: QwenVLProcessor, num_frames: int, turns: Sequence[Turn], *, fps: float, generation_prompt: bool
 ) -> list[Piece]:
     """The pieces of the chat-template rendering of `turns`, the frames as a video in the first user turn."""
-    im_start, im_end = (processor.im_start_id,), (processor.im_end_id,)
-    pieces: list[Piece] = []
-    if processor.system_prompt is not None:
-        pieces += [
-            Piece(ids=im_start),
-            Piece(text=f"system\n{processor.system_prompt}"),
-            Piece(ids=im_end),
-            Piece(text="\n"),
-        ]
-    answer_index = 0
-    for index, turn in enumerate(turns):
-        pieces.append(Piece(ids=im_start))
-        if turn.role == "user":
-            if index == 0 and num_frames > 0:
-                pieces += video_pieces(processor, num_frames, fps, lead="user\n")
-                pieces.append(Piece(text=turn.text))
-            else:
-                pieces.append(Piece(text=f"user\n{turn.text}"))
-            pieces += [Piece(ids=im_end), Piece(text="\n")]
-        else:
-            pieces.append(Piece(text="assistant\n"))
-            pieces.append(Piece(text=turn.text, answer=answer_index))
-            pieces.append(Piece(ids=im_end, answer=answer_index))
-            pieces.append(Piece(text="\n", ends_qa=True))
-            answer_index += 1
-    if generation_prompt:
-        pieces += [Piece(ids=im_start), Piece(text="assistant\n")]
-    return pieces
+    return chatml_pieces(
+        im_start=processor.im_start_id,
+        im_end=processor.im_end_id,
+        system_prompt=processor.system_prompt,
+        turns=turns,
+        frame_pieces=video_pieces(processor, num_frames, fps, lead="user\n") if num_frames > 0 else [],
+        after_frames="",
+        generation_prompt=generation_prompt,
+    )
 
 
 def conversation_lengths(
