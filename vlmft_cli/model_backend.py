@@ -200,3 +200,16 @@ class SharedPrefixPacking(Protocol):
         (in `dtype` where the mask is additive) and (B, T) position ids that restart after the prefix in
         every block; padding positions attend to themselves only."""
         ...
+
+
+def pad_token_id(tokenizer: Any, fallback: int | None = None) -> int:
+    """The id batches are padded with: the tokenizer's pad token, else `fallback`, else its eos token.
+
+    Training and benchmarks fall back on eos; evaluation passes its first stop id (the end-of-turn
+    token). Padding is masked out of attention and labels, so the choice only has to be a valid id."""
+    if tokenizer.pad_token_id is not None:
+        return int(tokenizer.pad_token_id)
+    chosen = fallback if fallback is not None else tokenizer.eos_token_id
+    if chosen is None:
+        raise ValueError("the tokenizer has neither a pad token nor an eos token, and no fallback id was given")
+    return int(chosen)

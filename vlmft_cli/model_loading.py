@@ -16,8 +16,10 @@ from transformers import BitsAndBytesConfig
 from transformers.utils import logging as hf_logging
 
 from vlmft_cli.model_backend import LoadOptions
+from vlmft_cli.runtime import PRECISIONS, dtype_for
 
-DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+#: Precision → dtype, from the one map (`runtime.dtype_for`).
+DTYPES: dict[str, torch.dtype] = {precision: dtype_for(precision) for precision in PRECISIONS}
 
 
 def quantization_config(quantization: str, unquantized_modules: Sequence[str]) -> BitsAndBytesConfig | None:
@@ -42,9 +44,7 @@ def quantization_config(quantization: str, unquantized_modules: Sequence[str]) -
 
 def from_pretrained_kwargs(options: LoadOptions, unquantized_modules: Sequence[str]) -> dict[str, Any]:
     """Keyword arguments for `from_pretrained` that realise `options`."""
-    if options.precision not in DTYPES:
-        raise ValueError(f"unknown precision {options.precision!r} (expected one of {', '.join(DTYPES)})")
-    kwargs: dict[str, Any] = {"dtype": DTYPES[options.precision], "attn_implementation": options.attn_implementation}
+    kwargs: dict[str, Any] = {"dtype": dtype_for(options.precision), "attn_implementation": options.attn_implementation}
     quantization = quantization_config(options.quantization, unquantized_modules)
     if quantization is not None:
         kwargs["quantization_config"] = quantization

@@ -1,4 +1,4 @@
-"""The one way to find runs and checkpoints on disk, and to write their small files atomically.
+"""The one way to find runs and checkpoints on disk (their small files are written with `vlmft_cli.fsutil`).
 
 Layout of an experiments folder (`--out`, default `experiments`, env `VLMFT_OUT`):
 
@@ -16,71 +16,32 @@ sizes (`verify_checkpoint` also checks hashes and that safetensors parse).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from vlmft_cli.errors import CheckpointError
+from vlmft_cli.fsutil import atomic_write_json, sha256_file
+from vlmft_cli.run_record import RUN_FILE, RunRecord, read_record, update_record
 
-RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
 MARKER_FILE = "vlmft_checkpoint.json"
 CHECKPOINTS_DIR = "checkpoints"
 STAGING_DIR = ".staging"
 LOGS_DIR = "logs"
+TRAINING_LOG = "training.log"
+TRAIN_METRICS = "train_metrics.csv"
+EVAL_METRICS = "eval_metrics.csv"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -167,26 +128,20 @@ class Run:
     def logs_dir(self) -> Path:
         return self.path / LOGS_DIR
 
-    def info(self) -> dict[str, Any]:
-        try:
-            data = json.loads((self.path / RUN_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+    def record(self) -> RunRecord:
+        """Its run.json, typed (`vlmft_cli.run_record`)."""
+        return read_record(self.path)
 
-    def update_info(self, **changes: Any) -> dict[str, Any]:
-        data = {**self.info(), **changes}
-        atomic_write_json(self.path / RUN_FILE, data)
-        return data
+    def update_record(self, **changes: Any) -> RunRecord:
+        return update_record(self.path, **changes)
 
     @property
     def stage(self) -> int | None:
-        stage = self.info().get("stage")
-        return stage if isinstance(stage, int) else None
+        return self.record().stage
 
     @property
     def status(self) -> str:
-        return str(self.info().get("status", "unknown"))
+        return str(self.record().status)
 
     def checkpoints(self) -> list[Checkpoint]:
         """Every checkpoint folder, complete or not, oldest step first."""
@@ -231,7 +186,7 @@ def list_runs(out: Path, *, experiment: str | None = None, stage: int | None = N
         if stage is not None and run.stage != stage:
             continue
         runs.append(run)
-    return sorted(runs, key=lambda r: (str(r.info().get("created", "")), r.name))
+    return sorted(runs, key=lambda r: (r.record().created or "", r.name))
 
 
 def find_run(out: Path, name_or_path: str) -> Run:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,77 +34,150 @@ SOURCE_CLI = "command line"
 DEFAULT_PROFILE = "cpu"
 
 
+class SettingEnum(str, Enum):
+    """A choice among fixed strings: compares equal to its value and prints as it."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class Precision(SettingEnum):
+    BF16 = "bf16"
+    FP16 = "fp16"
+    FP32 = "fp32"
+
+
+class Quantization(SettingEnum):
+    NONE = "none"
+    NF4 = "4bit"
+    INT8 = "8bit"
+
+
+class PackMode(SettingEnum):
+    NONE = "none"
+    SHARED_PREFIX = "shared-prefix"
+
+
+class LrScheduler(SettingEnum):
+    COSINE = "cosine"
+    LINEAR = "linear"
+    CONSTANT = "constant"
+    CONSTANT_WITH_WARMUP = "constant_with_warmup"
+
+
+class FrameSampling(SettingEnum):
+    UNIFORM_LAST = "uniform-last"
+    LAST = "last"
+
+
+class ReportTo(SettingEnum):
+    NONE = "none"
+    TENSORBOARD = "tensorboard"
+
+
+class Group(SettingEnum):
+    """Where a setting shows in `vlmft train --help`."""
+
+    WHAT = "What to train"
+    RECIPE = "Hyperparameters (defaults: the stage's reference recipe)"
+    HARDWARE = "Hardware (defaults: the profile)"
+    CADENCE = "Checkpoints and evaluation"
+
+
+class OnResume(SettingEnum):
+    """What a resume does when a setting differs from the run's (see `vlmft_cli.training.reconcile`)."""
+
+    APPLY = "apply"  # safe to change: applied and listed
+    REFUSE = "refuse"  # would make it a different run: refused unless --force-new-settings
+    LOCATE = "locate"  # where things are, not what is trained: the run's own location wins unless given
+
+
+def setting(default: Any = ..., description: str = "", *, group: Group, on_resume: OnResume, flag: str | None = None, **constraints: Any) -> Any:
+    """A settings field with what the CLI and the resume reconcile need to know about it: its help panel,
+    its flag name (default `--field-name`) and whether a resume may change it."""
+    extra = {"group": group.value, "on_resume": on_resume.value, "flag": flag}
+    if callable(default) and not isinstance(default, type):
+        return Field(default_factory=default, description=description, json_schema_extra=extra, **constraints)
+    return Field(default, description=description, json_schema_extra=extra, **constraints)
+
+
 def _default_home() -> Path:
     return Path("~/.cache/vlmft").expanduser()
 
 
-class Settings(BaseSettings):
-    """Everything a run is configured by. Field descriptions are shown by `vlmft profiles show`."""
+def _default_projections() -> list[str]:
+    return ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
-    model_config = SettingsConfigDict(env_prefix="VLMFT_", extra="forbid", validate_default=True)
+
+W, R, H, C = Group.WHAT, Group.RECIPE, Group.HARDWARE, Group.CADENCE
+APPLY, REFUSE, LOCATE = OnResume.APPLY, OnResume.REFUSE, OnResume.LOCATE
+
+
+class Settings(BaseSettings):
+    """Everything a run is configured by. Field descriptions are shown by `vlmft profiles show` and
+    `vlmft train --help`."""
+
+    model_config = SettingsConfigDict(env_prefix="VLMFT_", extra="forbid", validate_default=True, use_enum_values=True)
 
     # Where things live
-    home: Path = Field(default_factory=_default_home, description="Cache folder for tiny models and downloads (VLMFT_HOME).")
-    out: Path = Field(Path("experiments"), description="Experiments folder: runs, checkpoints, logs.")
+    home: Path = setting(_default_home, "Cache folder for tiny models and downloads (VLMFT_HOME).", group=W, on_resume=LOCATE)
+    out: Path = setting(Path("experiments"), "Experiments folder: runs, checkpoints, logs.", group=W, on_resume=LOCATE, flag="--out")
 
     # What to train
-    stage: Stage = Field(1, description="Curriculum stage: 1 = one QA per sample, 2 = whole conversations.")
-    data: Path | None = Field(None, description="Processed data folder (what `vlmft data extract` wrote).")
-    model: str = Field("tiny-internvl3", description="Model name, hub id or local path.")
-    backend: str | None = Field(None, description="Model backend plugin; by default the one that recognises the model.")
-    experiment: str | None = Field(None, description="Experiment name (runs are {experiment}_{timestamp}); default stage{N}.")
-    profile: str = Field(DEFAULT_PROFILE, description="Hardware profile name or path to a profile file.")
-    seed: int = Field(42, description="Random seed for data order, LoRA init and dropout.")
+    stage: Stage = setting(1, "Curriculum stage: 1 = one QA per sample, 2 = whole conversations.", group=W, on_resume=REFUSE, flag="--stage")
+    data: Path | None = setting(None, "Processed data folder (what `vlmft data extract` wrote).", group=W, on_resume=LOCATE, flag="--data")
+    model: str = setting("tiny-internvl3", "Model name, hub id or local path.", group=W, on_resume=REFUSE, flag="--model")
+    backend: str | None = setting(None, "Model backend plugin; by default the one that recognises the model.", group=W, on_resume=REFUSE)
+    experiment: str | None = setting(None, "Experiment name (runs are {experiment}_{timestamp}); default stage{N}.", group=W, on_resume=APPLY, flag="--experiment")
+    profile: str = setting(DEFAULT_PROFILE, "Hardware profile name or path to a profile file.", group=W, on_resume=APPLY, flag="--profile")
+    seed: int = setting(42, "Random seed for data order, LoRA init and dropout.", group=R, on_resume=REFUSE, ge=0, lt=2**32)
 
     # Hardware-dependent (profiles set these)
-    precision: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="Weights and compute dtype.")
-    attention: str = Field("sdpa", description="Attention backend (see `vlmft plugins list`).")
-    quantization: Literal["none", "4bit", "8bit"] = Field("none", description="bitsandbytes quantization of the base model (4bit = QLoRA NF4).")
-    gradient_checkpointing: bool = Field(True, description="Recompute activations in backward to save memory.")
-    memory_cap_gb: float | None = Field(None, gt=0, description="Hard memory cap for the process, in GB.")
-    micro_batch_size: int = Field(2, ge=1, description="Samples per forward/backward on one device.")
-    eval_batch_size: int = Field(2, ge=1, description="Samples per evaluation forward on one device.")
-    dataloader_workers: int = Field(4, ge=0, description="Dataloader worker processes.")
+    precision: Precision = setting(Precision.BF16, "Weights and compute dtype.", group=H, on_resume=REFUSE)
+    attention: str = setting("sdpa", "Attention backend (see `vlmft plugins list`).", group=H, on_resume=APPLY)
+    quantization: Quantization = setting(Quantization.NONE, "bitsandbytes quantization of the base model (4bit = QLoRA NF4).", group=H, on_resume=REFUSE, flag="--quantize")
+    gradient_checkpointing: bool = setting(True, "Recompute activations in backward to save memory.", group=H, on_resume=APPLY)
+    memory_cap_gb: float | None = setting(None, "Hard memory cap for the process, in GB.", group=H, on_resume=APPLY, gt=0)
+    micro_batch_size: int = setting(2, "Samples per forward/backward on one device (accumulation keeps the global batch).", group=H, on_resume=APPLY, ge=1)
+    eval_batch_size: int = setting(2, "Samples per evaluation forward on one device.", group=H, on_resume=APPLY, ge=1)
+    dataloader_workers: int = setting(4, "Dataloader worker processes.", group=H, on_resume=APPLY, flag="--workers", ge=0)
 
     # The recipe (stage defaults from the reference run)
-    global_batch_size: int = Field(32, ge=1, description="Samples per optimizer step over all devices; accumulation follows.")
-    learning_rate: float = Field(4e-5, gt=0, description="Peak learning rate.")
-    num_epochs: float = Field(1.0, gt=0, description="Passes over the training data.")
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (overrides epochs).")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
-    adam_beta1: float = Field(0.9, gt=0, lt=1, description="AdamW beta1.")
-    adam_beta2: float = Field(0.999, gt=0, lt=1, description="AdamW beta2.")
-    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field("cosine", description="Learning-rate schedule.")
-    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps spent warming up.")
-    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
-    lora_r: int = Field(128, ge=1, description="LoRA rank.")
-    lora_alpha: int = Field(256, ge=1, description="LoRA alpha.")
-    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
-    lora_projections: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        description="Language-model projections that get LoRA adapters.",
-    )
-    lora_pattern: str | None = Field(None, description="Regex over module names; replaces the backend's language-model pattern.")
-    fps: float | None = Field(None, gt=0, description="Frame rate of the source clips; sampled frames are timed from it (default: the backend's).")
-    max_frames: int = Field(4, ge=1, description="Frames per sample, sampled evenly and always including the final frame.")
-    frame_sampling: Literal["uniform-last", "last"] = Field("uniform-last", description="How frames are picked from the clip.")
-    max_length: int = Field(2048, ge=16, description="Longest sequence in tokens; frames are never truncated.")
-    subset_ratio: float = Field(1.0, gt=0, le=1, description="Share of the training data to use (deterministic by seed).")
-    pack: Literal["none", "shared-prefix"] = Field(
-        "none",
-        description=(
-            "Stage 1: 'shared-prefix' trains all QAs of a video in one sequence (frames once, each QA seeing the "
-            "frames and itself only: the same objective at about a third of the tokens); 'none' = one QA per sample."
-        ),
+    global_batch_size: int = setting(32, "Samples (QAs in stage 1) per optimizer step over all devices; accumulation follows.", group=R, on_resume=REFUSE, ge=1)
+    learning_rate: float = setting(4e-5, "Peak learning rate (4e-5 stage 1, 2e-5 stage 2).", group=R, on_resume=REFUSE, flag="--lr", gt=0)
+    num_epochs: float = setting(1.0, "Passes over the training data.", group=R, on_resume=APPLY, flag="--epochs", gt=0)
+    max_steps: int | None = setting(None, "Stop after this many optimizer steps (overrides epochs).", group=R, on_resume=APPLY, ge=1)
+    weight_decay: float = setting(0.01, "AdamW weight decay.", group=R, on_resume=REFUSE, ge=0)
+    adam_beta1: float = setting(0.9, "AdamW beta1.", group=R, on_resume=REFUSE, gt=0, lt=1)
+    adam_beta2: float = setting(0.999, "AdamW beta2.", group=R, on_resume=REFUSE, gt=0, lt=1)
+    lr_scheduler: LrScheduler = setting(LrScheduler.COSINE, "Learning-rate schedule.", group=R, on_resume=REFUSE)
+    warmup_ratio: float = setting(0.03, "Share of steps spent warming up.", group=R, on_resume=REFUSE, ge=0, lt=1)
+    max_grad_norm: float = setting(1.0, "Gradient clipping norm.", group=R, on_resume=REFUSE, gt=0)
+    lora_r: int = setting(128, "LoRA rank.", group=R, on_resume=REFUSE, ge=1)
+    lora_alpha: int = setting(256, "LoRA alpha.", group=R, on_resume=REFUSE, ge=1)
+    lora_dropout: float = setting(0.05, "LoRA dropout.", group=R, on_resume=REFUSE, ge=0, lt=1)
+    lora_projections: list[str] = setting(_default_projections, "Language-model projections that get LoRA adapters.", group=R, on_resume=REFUSE)
+    lora_pattern: str | None = setting(None, "Regex over module names; replaces the backend's language-model pattern.", group=R, on_resume=REFUSE)
+    fps: float | None = setting(None, "Frame rate of the source clips; sampled frames are timed from it (default: the backend's).", group=R, on_resume=REFUSE, gt=0)
+    max_frames: int = setting(4, "Frames per sample (4 stage 1, 10 stage 2), sampled evenly and always including the final frame.", group=R, on_resume=REFUSE, ge=1)
+    frame_sampling: FrameSampling = setting(FrameSampling.UNIFORM_LAST, "How frames are picked from the clip.", group=R, on_resume=REFUSE)
+    max_length: int = setting(2048, "Longest sequence in tokens (2048 stage 1, 4096 stage 2); frames are never truncated.", group=R, on_resume=REFUSE, ge=16)
+    subset_ratio: float = setting(1.0, "Share of the training videos to use (deterministic by seed).", group=R, on_resume=REFUSE, gt=0, le=1)
+    pack: PackMode = setting(
+        PackMode.NONE,
+        "Stage 1: 'shared-prefix' trains all QAs of a video in one sequence (frames once, each QA seeing the "
+        "frames and itself only: the same objective at about a third of the tokens); 'none' = one QA per sample.",
+        group=R,
+        on_resume=REFUSE,
     )
 
     # Cadence
-    save_steps: int | None = Field(None, ge=1, description="Checkpoint every N optimizer steps.")
-    save_every_hours: float | None = Field(None, gt=0, description="Checkpoint about every H hours (turned into steps from the measured step time).")
-    eval_steps: int | None = Field(None, ge=1, description="Evaluate every N optimizer steps.")
-    keep_last: int = Field(3, ge=1, description="Checkpoints kept besides the best one.")
-    logging_steps: int = Field(1, ge=1, description="Log metrics every N optimizer steps.")
-    report_to: Literal["none", "tensorboard"] = Field("none", description="Extra metrics logger besides the CSV files.")
+    save_steps: int | None = setting(None, "Checkpoint every N optimizer steps.", group=C, on_resume=APPLY, ge=1)
+    save_every_hours: float | None = setting(None, "Checkpoint about every H hours (default 1), turned into steps from the measured step time.", group=C, on_resume=APPLY, gt=0)
+    eval_steps: int | None = setting(None, "Evaluate every N optimizer steps (default: at every checkpoint).", group=C, on_resume=APPLY, ge=1)
+    keep_last: int = setting(3, "Checkpoints kept besides the best one.", group=C, on_resume=APPLY, ge=1)
+    logging_steps: int = setting(1, "Log metrics every N optimizer steps.", group=C, on_resume=APPLY, ge=1)
+    report_to: ReportTo = setting(ReportTo.NONE, "Extra metrics logger besides the CSV files.", group=C, on_resume=APPLY)
 
     @model_validator(mode="after")
     def _check_cross_fields(self) -> Settings:
@@ -134,13 +208,14 @@ STAGE_DEFAULTS: dict[int, dict[str, Any]] = {
     2: {"learning_rate": 2e-5, "max_frames": 10, "max_length": 4096, "pack": "none"},
 }
 
-#: Keys a profile may set (hardware-dependent ones); the rest belong to the recipe.
-PROFILE_KEYS = frozenset(
-    {
-        "precision", "attention", "quantization", "gradient_checkpointing", "memory_cap_gb",
-        "micro_batch_size", "eval_batch_size", "dataloader_workers",
-    }
-)  # fmt: skip
+def field_extra(name: str) -> dict[str, Any]:
+    """The `setting(...)` metadata of a field: group, on_resume, flag."""
+    extra = Settings.model_fields[name].json_schema_extra
+    return extra if isinstance(extra, dict) else {}
+
+
+#: Keys a profile may set (the hardware-dependent ones); the rest belong to the recipe.
+PROFILE_KEYS = frozenset(name for name in Settings.model_fields if field_extra(name).get("group") == Group.HARDWARE.value)
 
 
 @dataclass
@@ -153,18 +228,56 @@ class ResolvedSettings:
 
     def described(self) -> list[dict[str, Any]]:
         """Rows of key, value, source and description, in field order (for `show` and `config.yaml`)."""
-        rows = []
-        for name, info in Settings.model_fields.items():
-            value = getattr(self.settings, name)
-            rows.append(
-                {
-                    "key": name,
-                    "value": str(value) if isinstance(value, Path) else value,
-                    "source": self.sources.get(name, SOURCE_DEFAULT),
-                    "description": info.description or "",
-                }
-            )
-        return rows
+        values = self.settings.model_dump(mode="json")
+        return [
+            {"key": name, "value": values[name], "source": self.sources.get(name, SOURCE_DEFAULT), "description": info.description or ""}
+            for name, info in Settings.model_fields.items()
+        ]
+
+    def document(self) -> str:
+        """config.yaml: the effective settings, then where each came from."""
+        rows = self.described()
+        settings = {row["key"]: row["value"] for row in rows}
+        sources = {row["key"]: row["source"] for row in rows}
+        return yaml.safe_dump({"settings": settings, "sources": sources}, sort_keys=False)
+
+
+@dataclass(frozen=True)
+class StoredSettings:
+    """A run's settings as its config.yaml holds them: the lowest layer when the run is resumed."""
+
+    values: dict[str, Any]
+    sources: dict[str, str]
+    origin: str  # "run NAME"
+
+
+def load_stored_settings(path: Path, origin: str) -> StoredSettings:
+    """The settings a run stored in `path` (config.yaml); a `ConfigError` naming the file if unreadable."""
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        values, sources = document["settings"], document.get("sources") or {}
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise ConfigError(f"cannot read the settings of {origin} from {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if not isinstance(values, dict) or not isinstance(sources, dict):
+        raise ConfigError(f"{path} does not hold a settings mapping")
+    unknown = sorted(set(values) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(f"{path} holds {unknown[0]!r}, which is not a setting of this vlmft version")
+    return StoredSettings(values=values, sources={k: str(v) for k, v in sources.items()}, origin=origin)
+
+
+@dataclass(frozen=True)
+class SettingsInput:
+    """What a command was given: the layers above the stage defaults (the environment is read when resolving)."""
+
+    stage: int | None = None
+    profile: str | Path | None = None
+    config_file: Path | None = None
+    flags: Mapping[str, Any] = field(default_factory=dict)  # settings given on the command line (None = not given)
+    environ: Mapping[str, str] | None = None  # default: os.environ
+
+    def resolve(self, stored: StoredSettings | None = None) -> ResolvedSettings:
+        return resolve_settings(stage=self.stage, profile=self.profile, config_file=self.config_file, cli=self.flags, environ=self.environ, stored=stored)
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
@@ -197,8 +310,16 @@ def resolve_settings(
     config_file: Path | None = None,
     cli: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    stored: StoredSettings | None = None,
+    over_stored: tuple[Mapping[str, Any], str] | None = None,
 ) -> ResolvedSettings:
-    """Merge the layers in precedence order, recording each value's source, and validate."""
+    """Merge the layers in precedence order, recording each value's source, and validate.
+
+    A new run: stage defaults < profile < config file < environment < command line. A resumed run:
+    its `stored` settings take the place of the stage defaults and the profile (a profile given now is
+    applied over them), and the same upper layers follow. `over_stored` is one more layer right above
+    the stored one (evaluation on the other stage's data takes that stage's input defaults there).
+    """
     cli_values = {k: v for k, v in (cli or {}).items() if v is not None}
     if stage is not None:
         cli_values["stage"] = stage
@@ -210,47 +331,76 @@ def resolve_settings(
         raise ConfigError(f"invalid VLMFT_* environment variable: {exc}") from None
     file_values = load_config_file(config_file) if config_file else {}
     file_source = f"config file {config_file}"
+    upper: list[tuple[Mapping[str, Any], str]] = [(file_values, file_source), (env, SOURCE_ENV), (cli_values, SOURCE_CLI)]
 
     # Stage and profile choose which lower layers apply, so they are resolved first, by the same order.
     def pick(key: str) -> tuple[Any, str | None]:
-        for values, source in ((cli_values, SOURCE_CLI), (env, SOURCE_ENV), (file_values, file_source)):
+        for values, source in reversed(upper):
             if key in values:
                 return values[key], source
         return None, None
 
     stage_value, stage_source = pick("stage")
-    stage_value = 1 if stage_value is None else stage_value
-    if str(stage_value) not in ("1", "2"):
-        raise ConfigError(f"stage must be 1 or 2, got {stage_value!r} from {stage_source or SOURCE_CLI}")
-    stage_value = int(stage_value)
     profile_value, profile_source = pick("profile")
-    the_profile = load_profile(str(profile_value or DEFAULT_PROFILE))
+    if stored is not None:
+        lower = _stored_layers(stored, profile_value)
+        stage_value = stored.values.get("stage") if stage_value is None else stage_value
+        lower += [over_stored] if over_stored else []
+    else:
+        lower = []
+    stage_value = _stage(stage_value, stage_source)
+    profile_name = str(profile_value or (stored.values.get("profile") if stored else None) or DEFAULT_PROFILE)
+    the_profile = load_profile(profile_name)
+    if stored is None:
+        lower = [
+            (STAGE_DEFAULTS[stage_value], SOURCE_STAGE.format(stage=stage_value)),
+            (_profile_values(the_profile, stage_value), f"profile {the_profile.name} ({the_profile.path})"),
+        ]
 
     merged: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    layers: list[tuple[Mapping[str, Any], str]] = [
-        (STAGE_DEFAULTS[stage_value], SOURCE_STAGE.format(stage=stage_value)),
-        (the_profile.values_for_stage(stage_value), f"profile {the_profile.name} ({the_profile.path})"),
-        (file_values, file_source),
-        (env, SOURCE_ENV),
-        (cli_values, SOURCE_CLI),
-    ]
-    for values, source in layers:
+    for values, source in [*lower, *upper]:
         for key, value in values.items():
             if key not in Settings.model_fields:
                 raise ConfigError(f"unknown setting {key!r} in {source}")
             merged[key] = value
-            sources[key] = source
+            sources[key] = source if isinstance(source, str) else source[key]
     merged["stage"] = stage_value
-    merged["profile"] = str(profile_value or DEFAULT_PROFILE)
-    sources["stage"] = stage_source or SOURCE_DEFAULT
-    sources["profile"] = profile_source or SOURCE_DEFAULT
+    merged["profile"] = profile_name
+    sources["stage"] = stage_source or (sources.get("stage") if stored else None) or SOURCE_DEFAULT
+    sources["profile"] = profile_source or (sources.get("profile") if stored else None) or SOURCE_DEFAULT
 
     try:
         settings = Settings(**merged)
     except ValidationError as exc:
         raise _config_error(exc, sources) from None
     return ResolvedSettings(settings=settings, profile=the_profile, sources=sources)
+
+
+def _stage(value: Any, source: str | None) -> int:
+    value = 1 if value is None else value
+    if str(value) not in ("1", "2"):
+        raise ConfigError(f"stage must be 1 or 2, got {value!r} from {source or SOURCE_CLI}")
+    return int(value)
+
+
+def _profile_values(profile: Profile, stage: int) -> dict[str, Any]:
+    values = profile.values_for_stage(stage)
+    unknown = sorted(set(values) - PROFILE_KEYS)
+    if unknown:
+        raise ConfigError(f"profile {profile.name} ({profile.path}) sets {unknown[0]!r}, which is not a hardware setting")
+    return values
+
+
+def _stored_layers(stored: StoredSettings, new_profile: Any) -> list[tuple[Mapping[str, Any], Any]]:
+    """The run's own settings (each with its original source), then a profile given now over them."""
+    stored_sources = {key: f"{stored.origin} ({stored.sources.get(key, SOURCE_DEFAULT)})" for key in stored.values}
+    layers: list[tuple[Mapping[str, Any], Any]] = [(stored.values, stored_sources)]
+    if new_profile is not None and str(new_profile) != stored.values.get("profile"):
+        profile = load_profile(str(new_profile))
+        stage = _stage(stored.values.get("stage"), stored.origin)
+        layers.append((_profile_values(profile, stage), f"profile {profile.name} ({profile.path})"))
+    return layers
 
 
 def _config_error(exc: ValidationError, sources: Mapping[str, str]) -> ConfigError:

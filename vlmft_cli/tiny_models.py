@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vlmft_cli.fsutil import replace_folder
+
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
@@ -124,15 +126,11 @@ def ensure_model_folder(target: Path, spec: Mapping[str, Any], write: Callable[[
         write(staging)
         if not is_current(staging, spec):
             raise RuntimeError(f"the builder of {target.name} did not mark its folder complete")
-        if target.exists():
-            if is_current(target, spec):  # another process finished first
-                return target
-            retired = target.parent / f".{target.name}.retired-{uuid.uuid4().hex}"
-            target.rename(retired)
-            shutil.rmtree(retired, ignore_errors=True)
+        if is_current(target, spec):  # another process finished first
+            return target
         try:
-            staging.rename(target)
-        except OSError:
+            replace_folder(staging, target)  # an old folder of another spec is replaced whole
+        except OSError:  # another process renamed its build in meanwhile
             if not is_current(target, spec):
                 raise
     finally:

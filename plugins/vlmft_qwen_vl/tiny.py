@@ -30,7 +30,7 @@ from transformers import (
 )
 
 from vlmft_cli.model_loading import no_progress_bars
-from vlmft_cli.tiny_models import ensure_model_folder, is_current, write_spec
+from vlmft_cli.tiny_models import ensure_model_folder, write_spec
 from vlmft_qwen_vl.family import QWEN2_5_VL, QWEN3_VL, QwenFamily
 from vlmft_qwen_vl.tiny_tokenizer import build_tiny_tokenizer
 from vlmft_qwen_vl.tokens import END_OF_TEXT, IM_END, IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START
@@ -169,11 +169,6 @@ def write_tiny_model(family: QwenFamily, directory: Path) -> None:
     tokenizer.save_pretrained(str(directory))
     tiny_image_processor(family).save_pretrained(str(directory))
     write_spec(directory, spec(family))
-
-
-def is_current_tiny(family: QwenFamily, directory: Path) -> bool:
-    """Whether `directory` holds a complete tiny model of `family`'s current spec."""
-    return is_current(directory, spec(family))
 
 
 def ensure_tiny_model(family: QwenFamily, home: Path) -> Path:

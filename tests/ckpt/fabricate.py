@@ -136,7 +136,7 @@ def make_run(adapter_template) -> RunFactory:
     ) -> Run:
         run = Run(out / f"{experiment}_{stamp}")
         (run.path / CHECKPOINTS_DIR).mkdir(parents=True)
-        run.update_info(
+        run.update_record(
             name=experiment,
             created=f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}T{stamp[9:11]}:{stamp[11:13]}:{stamp[13:15]}Z",
             status=status,

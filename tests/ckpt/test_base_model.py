@@ -16,7 +16,7 @@ def test_prefers_the_recorded_local_folder(tmp_path, make_run, adapter_template)
 
 def test_falls_back_to_the_given_name_when_the_folder_is_gone(tmp_path, make_run):
     run = make_run(tmp_path, steps=(10,))
-    run.update_info(base_model=str(tmp_path / "moved-away"), backend=None)
+    run.update_record(base_model=str(tmp_path / "moved-away"), backend=None)
     base = base_model_for(run.checkpoints()[0])
     assert (base.name, base.backend.name) == ("tiny-internvl3", "internvl3")
 
@@ -34,7 +34,7 @@ def test_uses_the_adapter_config_when_run_json_says_nothing(tmp_path, make_run, 
 
 def test_names_every_missing_source(tmp_path, make_run):
     run = make_run(tmp_path, steps=(10,))
-    run.update_info(base_model=str(tmp_path / "a"), model=str(tmp_path / "b"))
+    run.update_record(base_model=str(tmp_path / "a"), model=str(tmp_path / "b"))
     checkpoint = run.checkpoints()[0]
     config = checkpoint.path / "adapter_config.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), "base_model_name_or_path": str(tmp_path / "c")}))

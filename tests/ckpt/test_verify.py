@@ -8,7 +8,8 @@ import pytest
 from ckpt.fabricate import add_checkpoint
 from vlmft_cli.ckpt.verify import checkpoint_at, checkpoints_to_verify, verify_checkpoint
 from vlmft_cli.errors import CheckpointError
-from vlmft_cli.runs import MARKER_FILE, Checkpoint, atomic_write_json, write_marker
+from vlmft_cli.fsutil import atomic_write_json
+from vlmft_cli.runs import MARKER_FILE, Checkpoint, write_marker
 
 
 class _Trap:

@@ -1,4 +1,5 @@
-"""`vlmft data` and `vlmft bench extract` end to end, as a user runs them: synth → inspect → extract → verify."""
+"""`vlmft data` end to end, as a user runs them: synth → inspect → extract → verify (`vlmft bench extract`:
+tests/bench/test_extract.py)."""
 
 from __future__ import annotations
 
@@ -127,13 +128,3 @@ def test_download_from_a_local_bucket(pipeline, tmp_path):
     assert sorted(p.name for p in (tmp_path / "copy" / "train").iterdir()) == sorted(
         p.name for p in (root / "robovqa" / "tfrecord" / "train").iterdir()
     )
-
-
-def test_bench_extract_json(pipeline):
-    root, _, _ = pipeline
-    result = _invoke(
-        "bench", "extract", "--source", root / "robovqa", "--workers", 1, "--size", 32, "--repeat", 1, "--json"
-    )
-    assert result.exit_code == 0, result.output
-    figures = json.loads(result.stdout)
-    assert figures["records"] == 8 and figures["frames"] == 128 and figures["ratio"] > 0

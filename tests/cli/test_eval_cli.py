@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from vlmft_cli.cli import eval_cmd
 from vlmft_cli.cli.app import VlmftGroup
-from vlmft_cli.settings import resolve_settings
-from vlmft_cli.training.run import TrainRequest, train
+from vlmft_cli.settings import SettingsInput
+from vlmft_cli.training.recipe import TrainRequest, train
 
 runner = CliRunner()
 
@@ -30,7 +30,7 @@ def vlmft():
 def trained(processed_data, vlmft_home, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli-experiments")
     cli = {"data": processed_data, "out": out, "home": vlmft_home, "global_batch_size": 4, "max_steps": 1, "dataloader_workers": 0}
-    result = train(TrainRequest(resolved=resolve_settings(stage=1, profile="cpu", cli=cli, environ={})))
+    result = train(TrainRequest(settings=SettingsInput(stage=1, profile="cpu", flags=cli, environ={})))
     return out, result
 
 

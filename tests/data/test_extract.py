@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -10,10 +11,10 @@ from PIL import Image
 
 from vlmft_cli import __version__
 from vlmft_cli.data.extract import ExtractOptions, run_extract
-from vlmft_cli.data.grammar import parse_texts
 from vlmft_cli.data.layout import safe_key, subset_fraction
 from vlmft_cli.data.records import ShardReader, encode_record, find_shards, parse_record
-from vlmft_cli.data.schema import IMAGE_PLACEHOLDER, load_samples
+from vlmft_cli.data.schema import load_samples
+from vlmft_cli.data.synth import make_record
 from vlmft_cli.data.verify import VerifyOptions, run_verify
 from vlmft_cli.errors import DataError
 from vlmft_cli.reporting import RecordingReporter
@@ -57,57 +58,200 @@ def test_layout_is_complete_and_tidy(extracted):
     assert reporter.tasks[0].description == "Extracting" and reporter.tasks[0].completed == 16
 
 
-def test_stage_lines_hold_every_qa_of_every_record_in_the_official_split(extracted, synth_source):
+#: A task block as the synthetic source renders it (`synth` → `grammar.render_block`):
+#: "<task:TAG>\n{question} <PRED>A: {answer wrapped in PRED tags}\n</PRED>".
+_SYNTH_BLOCK_RE = re.compile(r"<(?:task|Task):([^>]*)>\n(.*?) <PRED>A: (.*?)\n</PRED>", re.DOTALL)
+_SYNTH_PRED_TAG_RE = re.compile(r"</?PRED(?::[A-Z]+)*>")
+_FORMAT_FIELDS = {"freeform", "discrete", "binary"}
+
+
+def _synth_turns(record) -> list[dict]:
+    """The QAs of a synthetic record, read off the texts it was written with by a parser of the test's
+    own (the synthetic grammar only: one format field per tag, answers wrapped in PRED tags)."""
+    turns = []
+    for entry, text in enumerate(record.texts):
+        blocks = _SYNTH_BLOCK_RE.findall(text)
+        assert len(blocks) == text.lower().count("<task:")  # every block of the entry is read
+        for tag, question, wrapped in blocks:
+            task_type, *rest = tag.split(":")
+            subtype = ":".join(field for field in rest if field.lower() not in _FORMAT_FIELDS) or None
+            turns.append(
+                {
+                    "question": question,
+                    "answer": _SYNTH_PRED_TAG_RE.sub("", wrapped),
+                    "task_type": task_type.lower(),
+                    "subtype": subtype,
+                    "format": "binary" if "BINARY" in wrapped else "freeform",
+                    "frame_range": [record.texts_start[entry], record.texts_end[entry]],
+                }
+            )
+    return turns
+
+
+def test_stage_lines_hold_every_qa_of_every_record_in_the_official_split(extracted):
     out, _, _ = extracted
-    for split, records in _source_records(synth_source).items():
+    # The `synth_source` fixture: seed 7, 12 train videos in 3 shards of 4, 4 val videos in 1 shard.
+    for split, count, per_shard in (("train", 12, 4), ("val", 4, 4)):
+        records = [make_record(7, split, index) for index in range(count)]
         stage1, stage2 = _lines(out / "stage1" / f"{split}.jsonl"), _lines(out / "stage2" / f"{split}.jsonl")
-        assert [line["metadata"]["video_id"] for line in stage2] == [r.unique_id for r in records]
-        expected_stage1 = []
-        for record, line in zip(records, stage2, strict=True):
-            qas = parse_texts(record.texts).qas
-            key = safe_key(record.unique_id)
-            assert set(line) == {"id", "images", "conversations", "metadata"}
-            assert line["id"] == key
-            assert line["images"] == [f"images/{line['images'][0].split('/')[1]}/{key}/{i:02d}.jpg" for i in range(16)]
-            assert line["images"][0].split("/")[1].startswith(f"{split}-")
-            turns = line["conversations"]
-            assert [t["from"] for t in turns] == ["human", "gpt"] * len(qas)
-            assert turns[0]["value"] == f"{IMAGE_PLACEHOLDER}\n" * 16 + qas[0].question
-            assert [t["value"] for t in turns[2::2]] == [qa.question for qa in qas[1:]]
-            assert [t["value"] for t in turns[1::2]] == [qa.answer for qa in qas]
-            assert line["metadata"] == {
-                "video_id": record.unique_id,
-                "split": split,
-                "turns": [
-                    {
-                        "task_type": qa.task_type,
-                        "subtype": qa.subtype,
-                        "format": qa.format,
-                        "frame_range": list(record.frame_range(qa.entry)),
-                    }
-                    for qa in qas
-                ],
-            }
-            for n, qa in enumerate(qas):
+        expected_stage1, expected_stage2 = [], []
+        for index, record in enumerate(records):
+            turns = _synth_turns(record)
+            assert 3 <= len(turns) <= 4 and record.unique_id.isdigit()  # the synthetic mix: 3-4 QAs, numeric ids
+            key = record.unique_id  # already a safe file name
+            images = [f"images/{split}-{index // per_shard:05d}/{key}/{i:02d}.jpg" for i in range(16)]
+            frames = "<image>\n" * 16
+            conversation = []
+            for n, turn in enumerate(turns):
+                conversation += [
+                    {"from": "human", "value": (frames if n == 0 else "") + turn["question"]},
+                    {"from": "gpt", "value": turn["answer"]},
+                ]
+            info = [{k: turn[k] for k in ("task_type", "subtype", "format", "frame_range")} for turn in turns]
+            expected_stage2.append(
+                {
+                    "id": key,
+                    "images": images,
+                    "conversations": conversation,
+                    "metadata": {"video_id": record.unique_id, "split": split, "turns": info},
+                }
+            )
+            for n, turn in enumerate(turns):
                 expected_stage1.append(
                     {
                         "id": f"{key}-{n}",
-                        "images": line["images"],
+                        "images": images,
                         "conversations": [
-                            {"from": "human", "value": f"{IMAGE_PLACEHOLDER}\n" * 16 + qa.question},
-                            {"from": "gpt", "value": qa.answer},
+                            {"from": "human", "value": frames + turn["question"]},
+                            {"from": "gpt", "value": turn["answer"]},
                         ],
-                        "metadata": {
-                            "task_type": qa.task_type,
-                            "subtype": qa.subtype,
-                            "format": qa.format,
-                            "frame_range": list(record.frame_range(qa.entry)),
-                            "video_id": record.unique_id,
-                            "split": split,
-                        },
+                        "metadata": {**info[n], "video_id": record.unique_id, "split": split},
                     }
                 )
+        assert stage2 == expected_stage2
         assert stage1 == expected_stage1
+
+
+# Hand-written records in the release's grammar, with what extraction must make of them written out.
+HAND_TEXTS_A = [
+    "scene notes, not a task <task:success:discrete:True>\nput the cup down Q: satisfied? "
+    "<PRED>A: <PRED:ANSWER:BINARY>yes</PRED:ANSWER:BINARY>\n</PRED>",
+    "<Task:planning:freeform>\ncurrent goal is: tidy up the desk Q: immediate next step?  "
+    "<PRED>A: slide the tray < 10 cm to the right</PRED>"
+    "<task:future_prediction:freeform> Q: what is likely to happen next?"  # no answer marker: dropped
+    "<task:past_description:freeform> Q: what just  happened? a: put   book on the table",
+]
+HAND_TEXTS_B = [
+    "<task:affordance:discriminative:discrete:False>\npick up the sanitizer Q: possible right now? "
+    "<PRED>A: <PRED:ANSWER><PRED:DISCRETE><PRED:BINARY>no</PRED:BINARY></PRED:DISCRETE></PRED:ANSWER>\n</PRED>"
+    "<task:affordance:generative:negative>\nQ: what action is not possible? "
+    "<PRED>A: <PRED:ANSWER:DISCRETE>open the top drawer</PRED:ANSWER:DISCRETE>\n</PRED>",
+]
+
+
+def test_hand_written_records_give_the_lines_written_out_here(tmp_path):
+    source = write_source(
+        tmp_path / "src",
+        {
+            "train": [[video("ep-0001", frames=3, texts=HAND_TEXTS_A, texts_start=[0, 1], texts_end=[2, 2])]],
+            "val": [[video("ep-0002", frames=2, texts=HAND_TEXTS_B, texts_start=[1], texts_end=[1])]],
+        },
+    )
+    result = run_extract(ExtractOptions(str(source), tmp_path / "out", size=32, workers=1))
+    out = tmp_path / "out"
+    a_images = [
+        "images/train-00000/ep-0001/00.jpg",
+        "images/train-00000/ep-0001/01.jpg",
+        "images/train-00000/ep-0001/02.jpg",
+    ]
+    b_images = ["images/val-00000/ep-0002/00.jpg", "images/val-00000/ep-0002/01.jpg"]
+    a_turns = [
+        {"task_type": "success", "subtype": "True", "format": "binary", "frame_range": [0, 2]},
+        {"task_type": "planning", "subtype": None, "format": "freeform", "frame_range": [1, 2]},
+        {"task_type": "past_description", "subtype": None, "format": "freeform", "frame_range": [1, 2]},
+    ]
+    b_turns = [
+        {"task_type": "affordance", "subtype": "discriminative:False", "format": "binary", "frame_range": [1, 1]},
+        {"task_type": "affordance", "subtype": "generative:negative", "format": "discrete", "frame_range": [1, 1]},
+    ]
+    a_qas = [
+        ("<image>\n<image>\n<image>\nput the cup down Q: satisfied?", "yes"),
+        ("current goal is: tidy up the desk Q: immediate next step?", "slide the tray < 10 cm to the right"),
+        ("Q: what just happened?", "put book on the table"),
+    ]
+    b_qas = [
+        ("<image>\n<image>\npick up the sanitizer Q: possible right now?", "no"),
+        ("Q: what action is not possible?", "open the top drawer"),
+    ]
+    assert _lines(out / "stage2" / "train.jsonl") == [
+        {
+            "id": "ep-0001",
+            "images": a_images,
+            "conversations": [
+                {"from": role, "value": text} for q, a in a_qas for role, text in (("human", q), ("gpt", a))
+            ],
+            "metadata": {"video_id": "ep-0001", "split": "train", "turns": a_turns},
+        }
+    ]
+    assert _lines(out / "stage2" / "val.jsonl") == [
+        {
+            "id": "ep-0002",
+            "images": b_images,
+            "conversations": [
+                {"from": role, "value": text} for q, a in b_qas for role, text in (("human", q), ("gpt", a))
+            ],
+            "metadata": {"video_id": "ep-0002", "split": "val", "turns": b_turns},
+        }
+    ]
+    frames_a, frames_b = "<image>\n" * 3, "<image>\n" * 2
+    assert _lines(out / "stage1" / "train.jsonl") == [
+        {
+            "id": "ep-0001-0",
+            "images": a_images,
+            "conversations": [{"from": "human", "value": a_qas[0][0]}, {"from": "gpt", "value": "yes"}],
+            "metadata": {**a_turns[0], "video_id": "ep-0001", "split": "train"},
+        },
+        {
+            "id": "ep-0001-1",
+            "images": a_images,
+            "conversations": [
+                {"from": "human", "value": frames_a + "current goal is: tidy up the desk Q: immediate next step?"},
+                {"from": "gpt", "value": "slide the tray < 10 cm to the right"},
+            ],
+            "metadata": {**a_turns[1], "video_id": "ep-0001", "split": "train"},
+        },
+        {
+            "id": "ep-0001-2",
+            "images": a_images,
+            "conversations": [
+                {"from": "human", "value": frames_a + "Q: what just happened?"},
+                {"from": "gpt", "value": "put book on the table"},
+            ],
+            "metadata": {**a_turns[2], "video_id": "ep-0001", "split": "train"},
+        },
+    ]
+    assert _lines(out / "stage1" / "val.jsonl") == [
+        {
+            "id": "ep-0002-0",
+            "images": b_images,
+            "conversations": [{"from": "human", "value": b_qas[0][0]}, {"from": "gpt", "value": "no"}],
+            "metadata": {**b_turns[0], "video_id": "ep-0002", "split": "val"},
+        },
+        {
+            "id": "ep-0002-1",
+            "images": b_images,
+            "conversations": [
+                {"from": "human", "value": frames_b + "Q: what action is not possible?"},
+                {"from": "gpt", "value": "open the top drawer"},
+            ],
+            "metadata": {**b_turns[1], "video_id": "ep-0002", "split": "val"},
+        },
+    ]
+    stats = result.metadata["splits"]
+    assert (stats["train"]["videos"], stats["train"]["stage1_lines"], stats["train"]["frames"]) == (1, 3, 3)
+    assert (stats["val"]["videos"], stats["val"]["stage1_lines"], stats["val"]["frames"]) == (1, 2, 2)
+    assert stats["train"]["task_types"] == {"success": 1, "planning": 1, "past_description": 1}
+    assert stats["val"]["formats"] == {"binary": 1, "discrete": 1}
 
 
 def test_frames_are_stored_once_at_the_requested_size(extracted):

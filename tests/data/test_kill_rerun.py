@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from vlmft_cli.data.extract import ExtractOptions, run_extract
 from vlmft_cli.data.synth import SynthOptions, synthesize
@@ -67,6 +68,7 @@ def _make_source(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_killed_runs_resume_to_the_same_bytes(tmp_path):
     source = _make_source(tmp_path / "source")
     reference = tmp_path / "reference"

@@ -15,7 +15,7 @@ from vlmft_cli.evaluate.generation import (
 )
 from vlmft_cli.evaluate.prompts import generation_jobs
 from vlmft_cli.model_backend import EncodedSample, LoadOptions
-from vlmft_cli.training.examples import build_examples
+from vlmft_cli.pipeline.examples import build_examples
 
 
 def sample(ids, frames, extra=None):

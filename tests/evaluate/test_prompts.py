@@ -5,7 +5,7 @@ from vlmft_cli.data.schema import TurnInfo, iter_samples
 from vlmft_cli.evaluate.generation import PromptEncoder
 from vlmft_cli.evaluate.prompts import generation_jobs
 from vlmft_cli.model_backend import Turn
-from vlmft_cli.training.examples import Example, build_examples
+from vlmft_cli.pipeline.examples import Example, build_examples
 
 
 def conversation(qas, example_id="video-1"):

@@ -1,19 +1,21 @@
-"""BLEU, exact match and yes/no accuracy against values worked out by hand from n-gram counts.
+"""BLEU, exact match and yes/no accuracy against values worked out by hand from n-gram counts, and against
+sacrebleu's own API called directly with the settings RoboVQA reports (13a tokenizer, case-sensitive,
+exponential smoothing; effective order for sentence BLEU only).
 
 Reference "put the cup on the table" (6 tokens), hypothesis "put cup on table" (4 tokens):
   matched n-grams / hypothesis n-grams: 1-grams 4/4, 2-grams 1/3 ("cup on"), 3-grams 0/2, 4-grams 0/1
   brevity penalty BP = exp(1 - 6/4) = exp(-0.5) = 0.6065307
   sacrebleu's default smoothing ("exp") replaces the k-th zero precision by 1 / (2^k * total):
   p3 = 1 / (2 * 2) = 0.25, p4 = 1 / (4 * 1) = 0.25
-  BLEU-1 = BP * 1                             = 0.6065307 -> 60.65307
-  BLEU-2 = BP * (1 * 1/3) ** (1/2)            = 0.6065307 * 0.5773503 = 0.3501806 -> 35.01806
-  BLEU-3 = BP * (1 * 1/3 * 0.25) ** (1/3)     = 0.6065307 * 0.4367902 = 0.2649267 -> 26.49267
-  BLEU-4 = BP * (1 * 1/3 * 0.25 * 0.25) ** (1/4) = 0.6065307 * 0.3799178 = 0.2304318 -> 23.04318
+  BLEU-1 = BP * 1                                = 60.653066
+  BLEU-2 = BP * (1 * 1/3) ** (1/2)               = 35.018064
+  BLEU-3 = BP * (1 * 1/3 * 0.25) ** (1/3)        = 26.492667
+  BLEU-4 = BP * (1 * 1/3 * 0.25 * 0.25) ** (1/4) = 23.043182
 """
 
-import math
-
 import pytest
+import sacrebleu
+from sacrebleu.metrics import BLEU
 
 from vlmft_cli.evaluate.scoring import (
     ScoredAnswer,
@@ -26,42 +28,105 @@ from vlmft_cli.evaluate.scoring import (
 )
 
 REF, HYP = "put the cup on the table", "put cup on table"
-BP = math.exp(1 - 6 / 4)
-BY_HAND = {
-    1: 100 * BP,
-    2: 100 * BP * (1 * (1 / 3)) ** (1 / 2),
-    3: 100 * BP * (1 * (1 / 3) * 0.25) ** (1 / 3),
-    4: 100 * BP * (1 * (1 / 3) * 0.25 * 0.25) ** (1 / 4),
-}
+#: Worked out by hand above (not by the module, not by sacrebleu).
+BY_HAND = {1: 60.653066, 2: 35.018064, 3: 26.492667, 4: 23.043182}
 
 
-def test_hand_arithmetic_matches_the_rounded_figures():
-    assert [round(BY_HAND[n], 4) for n in (1, 2, 3, 4)] == [60.6531, 35.0181, 26.4927, 23.0432]
+def _sacrebleu_sentence(prediction: str, reference: str, order: int) -> float:
+    if order == 4:  # sacrebleu's own functional API, all defaults: effective order on for sentences
+        return sacrebleu.sentence_bleu(prediction, [reference]).score
+    return (
+        BLEU(max_ngram_order=order, effective_order=True, smooth_method="exp", tokenize="13a")
+        .sentence_score(prediction, [reference])
+        .score
+    )
+
+
+def _sacrebleu_corpus(predictions: list[str], references: list[str], order: int) -> float:
+    if order == 4:  # all defaults: no effective order for a corpus
+        return sacrebleu.corpus_bleu(predictions, [references]).score
+    return (
+        BLEU(max_ngram_order=order, effective_order=False, smooth_method="exp", tokenize="13a")
+        .corpus_score(predictions, [references])
+        .score
+    )
 
 
 @pytest.mark.parametrize("order", [1, 2, 3, 4])
-def test_sentence_and_corpus_bleu_of_one_pair(order):
-    assert sentence_bleu(HYP, REF, order) == pytest.approx(BY_HAND[order], abs=1e-6)
-    assert corpus_bleu([HYP], [REF], order) == pytest.approx(BY_HAND[order], abs=1e-6)
+def test_sentence_and_corpus_bleu_of_one_pair_match_the_hand_figures(order):
+    assert sentence_bleu(HYP, REF, order) == pytest.approx(BY_HAND[order], abs=1e-5)
+    assert corpus_bleu([HYP], [REF], order) == pytest.approx(BY_HAND[order], abs=1e-5)
 
 
-def test_effective_order_gives_a_correct_one_word_answer_full_marks():
-    # "yes" has no 2-, 3- or 4-grams: sentence BLEU uses order 1 only (100); corpus BLEU-4 of this
-    # single answer has no 2-gram counts at all and is 0, while its corpus BLEU-1 is 100.
-    assert sentence_bleu("yes", "yes") == pytest.approx(100.0)
+def test_the_default_order_is_bleu_4():
+    assert sentence_bleu(HYP, REF) == pytest.approx(BY_HAND[4], abs=1e-5)
+    assert corpus_bleu([HYP], [REF]) == pytest.approx(BY_HAND[4], abs=1e-5)
+
+
+PAIRS = [
+    (HYP, REF),
+    (REF, REF),
+    ("yes", "yes"),
+    ("no", "yes"),
+    ("Yes", "yes"),  # BLEU is case-sensitive: no match
+    ("Yes.", "yes"),  # 13a splits the full stop off: 0 of 2 tokens match
+    ("yes please", "yes"),
+    ("", "yes"),  # empty prediction
+    ("the cup", "put the cup on the table"),
+    ("slide the tray < 10 cm to the right", "slide the tray < 10 cm to the left"),
+    ("1- pick up the sanitizer 2- done", "1- pick up the sanitizer 2- put book on the table 3- done"),
+]
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+@pytest.mark.parametrize(("prediction", "reference"), PAIRS)
+def test_sentence_bleu_equals_sacrebleu_called_directly(prediction, reference, order):
+    assert sentence_bleu(prediction, reference, order) == pytest.approx(
+        _sacrebleu_sentence(prediction, reference, order), abs=1e-9
+    )
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+def test_corpus_bleu_equals_sacrebleu_called_directly(order):
+    predictions, references = [p for p, _ in PAIRS], [r for _, r in PAIRS]
+    expected = _sacrebleu_corpus(predictions, references, order)
+    assert corpus_bleu(predictions, references, order) == pytest.approx(expected, abs=1e-9)
+    # Pooled counts, not a mean of sentence scores (which sacrebleu's corpus score is not either).
+    mean_sentence = sum(_sacrebleu_sentence(p, r, order) for p, r in PAIRS) / len(PAIRS)
+    assert expected != pytest.approx(mean_sentence, abs=1e-3)
+
+
+def test_one_word_and_empty_answers_by_hand():
+    # "yes" has no 2-, 3- or 4-grams: sentence BLEU with effective order uses order 1 only (1/1 → 100).
+    for order in (1, 2, 3, 4):
+        assert sentence_bleu("yes", "yes", order) == pytest.approx(100.0, abs=1e-9)
+    # Corpus BLEU-n has no effective order: a single one-word answer has no 2-gram counts at all → 0,
+    # while its corpus BLEU-1 is 100.
     assert corpus_bleu(["yes"], ["yes"], 4) == 0.0
-    assert corpus_bleu(["yes"], ["yes"], 1) == pytest.approx(100.0)
+    assert corpus_bleu(["yes"], ["yes"], 2) == 0.0
+    assert corpus_bleu(["yes"], ["yes"], 1) == pytest.approx(100.0, abs=1e-9)
+    # Wrong word, wrong case, or punctuation as a token of its own: no 1-gram matches → 0.
     assert sentence_bleu("no", "yes") == 0.0
-    assert sentence_bleu("", "yes") == 0.0
+    assert sentence_bleu("Yes", "yes") == 0.0
+    assert sentence_bleu("Yes.", "yes") == 0.0
+    # "yes please" vs "yes": p1 = 1/2, p2 = 0/1 → smoothed 1/(2·1) = 1/2, no 3-grams (effective order 2),
+    # hypothesis longer than the reference → BP = 1: BLEU = (1/2 · 1/2) ** (1/2) = 50.
+    assert sentence_bleu("yes please", "yes") == pytest.approx(50.0, abs=1e-9)
+    assert sentence_bleu("yes please", "yes", 1) == pytest.approx(50.0, abs=1e-9)
+    # Empty prediction: nothing to match.
+    for order in (1, 2, 3, 4):
+        assert sentence_bleu("", "yes", order) == 0.0
+        assert sentence_bleu("", REF, order) == 0.0
+    assert corpus_bleu([""], ["yes"], 1) == 0.0
 
 
-def test_corpus_bleu_pools_counts_over_answers():
-    # Pooled over both pairs: 1-grams 5/5, 2-grams 1/3, 3-grams 0/2, 4-grams 0/1; lengths 5 vs 7.
-    bp = math.exp(1 - 7 / 5)  # 0.6703200
+def test_corpus_bleu_pools_counts_over_answers_by_hand():
+    # Pooled over both pairs: 1-grams 5/5, 2-grams 1/3, 3-grams 0/2, 4-grams 0/1; lengths 5 vs 7:
+    # BP = exp(1 - 7/5) = 0.6703200.
     hyps, refs = [HYP, "yes"], [REF, "yes"]
-    assert corpus_bleu(hyps, refs, 1) == pytest.approx(100 * bp, abs=1e-6)  # 67.03200
-    assert corpus_bleu(hyps, refs, 2) == pytest.approx(100 * bp * (1 / 3) ** 0.5, abs=1e-6)  # 38.70095
-    assert corpus_bleu(hyps, refs, 4) == pytest.approx(100 * bp * (1 / 3 * 0.25 * 0.25) ** 0.25, abs=1e-6)  # 25.46665
+    assert corpus_bleu(hyps, refs, 1) == pytest.approx(67.032005, abs=1e-5)  # 100 · BP
+    assert corpus_bleu(hyps, refs, 2) == pytest.approx(38.700946, abs=1e-5)  # · (1/3) ** (1/2)
+    assert corpus_bleu(hyps, refs, 4) == pytest.approx(25.466655, abs=1e-5)  # · (1/3 · 1/4 · 1/4) ** (1/4)
     assert corpus_bleu([], [], 4) is None
     with pytest.raises(ValueError):
         corpus_bleu(["a"], [], 1)
@@ -71,21 +136,49 @@ def test_normalisation_and_yes_no():
     assert normalize_answer("  Yes. ") == "yes"
     assert normalize_answer("Put the cup, on the TABLE!") == "put the cup on the table"
     assert normalize_answer("slide the tray < 10 cm") == "slide the tray < 10 cm"  # '<' is a symbol, not punctuation
-    assert is_yes_no("No!") and is_yes_no("YES") and not is_yes_no("not sure") and not is_yes_no("yes please")
+    assert normalize_answer("«Oui»\t—\n  non…") == "oui non"  # Unicode punctuation, any whitespace
+    assert normalize_answer("") == "" and normalize_answer(" ?! ") == ""
+    for yes_no in ("yes", "No!", "YES", " no. ", "Yes,"):
+        assert is_yes_no(yes_no), yes_no
+    for other in ("not sure", "yes please", "", "yesno", "y", "nope"):
+        assert not is_yes_no(other), other
 
 
-def test_answer_scores_and_group_scores():
+def test_answer_scores_by_hand():
+    scores = score_answer("Yes.", "yes")
+    assert scores.exact_match is True and scores.yes_no_correct is True
+    assert scores.bleu == {1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0}  # case and the full stop count for BLEU
+    scores = score_answer(HYP, REF)
+    assert scores.exact_match is False and scores.yes_no_correct is None
+    assert scores.bleu == pytest.approx(BY_HAND, abs=1e-5)
+    assert score_answer("no", "Yes").yes_no_correct is False
+    assert score_answer("yes please", "yes").yes_no_correct is False  # not the same answer
+    assert score_answer("", "no").as_dict() == {
+        "bleu1": 0.0, "bleu2": 0.0, "bleu3": 0.0, "bleu4": 0.0, "exact_match": False, "yes_no_correct": False,
+    }  # fmt: skip
+    assert score_answer("Put the cup on the table!", REF).exact_match is True
+
+
+def test_group_scores_by_hand():
     pairs = [("Yes.", "yes"), ("yes", "no"), ("No", "no"), (HYP, REF), (REF, REF)]
     scored = [ScoredAnswer(p, r, score_answer(p, r)) for p, r in pairs]
     assert [s.scores.yes_no_correct for s in scored] == [True, False, True, None, None]
     assert [s.scores.exact_match for s in scored] == [True, False, True, False, True]
-    assert scored[3].scores.bleu[2] == pytest.approx(BY_HAND[2], abs=1e-6)
-    assert scored[4].scores.as_dict()["bleu4"] == pytest.approx(100.0)
     group = group_scores(scored)
     assert group["answers"] == 5 and group["yes_no_count"] == 3
     assert group["yes_no_accuracy"] == pytest.approx(2 / 3)
     assert group["exact_match"] == pytest.approx(3 / 5)
-    assert group["sentence_bleu2"] == pytest.approx(sum(s.scores.bleu[2] for s in scored) / 5)
-    assert group["bleu1"] == pytest.approx(corpus_bleu([p for p, _ in pairs], [r for _, r in pairs], 1))
+    # Mean sentence BLEU: only HYP (by hand above) and REF (100) score; the three short answers score 0
+    # (case-sensitive "Yes."/"No", wrong "yes").
+    assert group["sentence_bleu2"] == pytest.approx((35.018064 + 100) / 5, abs=1e-5)
+    assert group["sentence_bleu4"] == pytest.approx((23.043182 + 100) / 5, abs=1e-5)
+    # Corpus BLEU, pooled: hypothesis tokens "Yes" "." | "yes" | "No" | 4 | 6 = 14, reference tokens 15,
+    # BP = exp(1 - 15/14); matched 1-grams 0+0+0+4+6 = 10/14, 2-grams 0+1+5 = 6/9, 3-grams 0+4 = 4/6,
+    # 4-grams 0+3 = 3/4 (no zero count: no smoothing).
+    assert group["bleu1"] == pytest.approx(66.504484, abs=1e-5)  # 100 · BP · 10/14
+    assert group["bleu2"] == pytest.approx(64.249436, abs=1e-5)  # · (10/14 · 6/9) ** (1/2)
+    assert group["bleu3"] == pytest.approx(63.514875, abs=1e-5)
+    assert group["bleu4"] == pytest.approx(65.037920, abs=1e-5)
     empty = group_scores([])
     assert empty["answers"] == 0 and empty["bleu4"] is None and empty["yes_no_accuracy"] is None
+    assert empty["sentence_bleu1"] is None and empty["exact_match"] is None and empty["yes_no_count"] == 0

@@ -442,16 +442,17 @@ def test_lora_pattern_adapts_every_language_projection_and_nothing_else(backend,
 
 
 def test_lora_pattern_on_the_real_module_names(backend):
-    from transformers import AutoModelForImageTextToText
-
     (variant,) = backend.architecture_variants()
-    with torch.device("meta"):
-        model = AutoModelForImageTextToText.from_config(backend.architecture_config(variant))
+    model = meta_model(variant)
     pattern = re.compile(backend.lora_target_pattern())
     matched = [name for name, _ in model.named_modules() if pattern.fullmatch(name)]
-    layers = model.config.text_config.num_hidden_layers
-    assert len(matched) == len(DEFAULT_LORA_PROJECTIONS) * layers
-    assert all(name.startswith("model.language_model.layers.") for name in matched)
+    layers = PUBLISHED[variant]["text"]["num_hidden_layers"]  # 28 / 36
+    projections = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    assert sorted(matched) == sorted(
+        f"model.language_model.layers.{layer}.{'mlp' if p in ('gate_proj', 'up_proj', 'down_proj') else 'self_attn'}.{p}"
+        for layer in range(layers)
+        for p in projections
+    )
 
 
 def test_forward_loss_is_finite_and_lora_backward_reaches_only_adapters(backend, vlmft_home, processor):
@@ -607,54 +608,173 @@ def test_quantization_keeps_the_vision_tower_and_head_unquantized(backend):
 
 # --- real architectures -------------------------------------------------------------------------------
 
+#: The published architectures (MODELS.md, the hub configs), written out here: not read from the plugin.
+PUBLISHED = {
+    "Qwen2.5-VL-7B-Instruct": {
+        "text": {
+            "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
+            "num_key_value_heads": 4, "vocab_size": 152064, "max_position_embeddings": 128000, "rms_norm_eps": 1e-6,
+        },
+        "rope": {"rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+        "vision": {
+            "depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "out_hidden_size": 3584,
+            "patch_size": 14, "temporal_patch_size": 2, "spatial_merge_size": 2, "window_size": 112,
+            "fullatt_block_indexes": [7, 15, 23, 31], "hidden_act": "silu", "tokens_per_second": 2,
+        },
+        "head_dim": 128,
+    },
+    "Qwen3-VL-8B-Instruct": {
+        "text": {
+            "hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36, "num_attention_heads": 32,
+            "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936, "max_position_embeddings": 262144,
+            "attention_bias": False,
+        },
+        "rope": {"rope_theta": 5e6, "mrope_section": [24, 20, 20], "mrope_interleaved": True},
+        "vision": {
+            "depth": 27, "hidden_size": 1152, "intermediate_size": 4304, "num_heads": 16, "patch_size": 16,
+            "temporal_patch_size": 2, "spatial_merge_size": 2, "num_position_embeddings": 2304,
+            "out_hidden_size": 4096, "deepstack_visual_indexes": [8, 16, 24], "hidden_act": "gelu_pytorch_tanh",
+        },
+        "head_dim": 128,
+    },
+}  # fmt: skip
+#: vision_start, vision_end, image pad, video pad (both families).
+PUBLISHED_TOKEN_IDS = (151652, 151653, 151655, 151656)
 
-def test_qwen2_5_vl_7b_config_carries_the_published_numbers():
-    config = Qwen25VLBackend().architecture_config("Qwen2.5-VL-7B-Instruct")
-    text, vision = config.text_config, config.vision_config
-    assert (text.hidden_size, text.intermediate_size, text.num_hidden_layers) == (3584, 18944, 28)
-    assert (text.num_attention_heads, text.num_key_value_heads, text.vocab_size) == (28, 4, 152064)
-    assert text.rope_parameters["rope_theta"] == 1e6 and text.rope_parameters["mrope_section"] == [16, 24, 24]
-    assert sum(text.rope_parameters["mrope_section"]) == text.hidden_size // text.num_attention_heads // 2
-    assert text.max_position_embeddings == 128000 and text.rms_norm_eps == 1e-6 and not config.tie_word_embeddings
-    assert (vision.depth, vision.hidden_size, vision.intermediate_size, vision.num_heads) == (32, 1280, 3420, 16)
-    assert (vision.out_hidden_size, vision.patch_size, vision.temporal_patch_size, vision.spatial_merge_size) == (
-        3584,
-        14,
-        2,
-        2,
-    )
-    assert vision.window_size == 112 and list(vision.fullatt_block_indexes) == [7, 15, 23, 31]
-    assert vision.hidden_act == "silu" and vision.tokens_per_second == 2
-    assert (config.vision_start_token_id, config.vision_end_token_id) == (151652, 151653)
-    assert (config.image_token_id, config.video_token_id) == (151655, 151656)
-    with pytest.raises(KeyError):
-        Qwen25VLBackend().architecture_config("Qwen3-VL-8B-Instruct")
+_META_MODELS: dict[str, torch.nn.Module] = {}
 
 
-def test_qwen3_vl_8b_config_carries_the_published_numbers():
-    config = Qwen3VLBackend().architecture_config("Qwen3-VL-8B-Instruct")
-    text, vision = config.text_config, config.vision_config
-    assert (text.hidden_size, text.intermediate_size, text.num_hidden_layers) == (4096, 12288, 36)
-    assert (text.num_attention_heads, text.num_key_value_heads, text.head_dim, text.vocab_size) == (32, 8, 128, 151936)
-    rope = text.rope_parameters
-    assert rope["rope_theta"] == 5e6 and rope["mrope_section"] == [24, 20, 20] and rope["mrope_interleaved"]
-    assert sum(rope["mrope_section"]) == text.head_dim // 2
-    assert text.max_position_embeddings == 262144 and not text.attention_bias and not config.tie_word_embeddings
-    assert (vision.depth, vision.hidden_size, vision.intermediate_size, vision.num_heads) == (27, 1152, 4304, 16)
-    assert (vision.patch_size, vision.temporal_patch_size, vision.spatial_merge_size) == (16, 2, 2)
-    assert vision.num_position_embeddings == 2304 and vision.out_hidden_size == 4096
-    assert list(vision.deepstack_visual_indexes) == [8, 16, 24] and vision.hidden_act == "gelu_pytorch_tanh"
-    assert (config.image_token_id, config.video_token_id) == (151655, 151656)
+def meta_model(variant: str) -> torch.nn.Module:
+    """The variant's full model on the meta device (shapes only, no memory), built once per session."""
+    from transformers import AutoModelForImageTextToText
+
+    if variant not in _META_MODELS:
+        backend = Qwen25VLBackend() if variant.startswith("Qwen2.5") else Qwen3VLBackend()
+        with torch.device("meta"):
+            _META_MODELS[variant] = AutoModelForImageTextToText.from_config(backend.architecture_config(variant))
+    return _META_MODELS[variant]
 
 
 @pytest.mark.parametrize(
-    ("backend_class", "variant", "billions"),
-    [(Qwen25VLBackend, "Qwen2.5-VL-7B-Instruct", 8.29), (Qwen3VLBackend, "Qwen3-VL-8B-Instruct", 8.77)],
+    ("backend_class", "variant"),
+    [(Qwen25VLBackend, "Qwen2.5-VL-7B-Instruct"), (Qwen3VLBackend, "Qwen3-VL-8B-Instruct")],
 )
-def test_architecture_parameter_counts_on_the_meta_device(backend_class, variant, billions):
-    from transformers import AutoModelForImageTextToText
+def test_config_carries_the_published_numbers(backend_class, variant):
+    config = backend_class().architecture_config(variant)
+    published = PUBLISHED[variant]
+    text, vision = config.text_config, config.vision_config
+    assert {key: getattr(text, key) for key in published["text"]} == published["text"]
+    assert {key: text.rope_parameters[key] for key in published["rope"]} == published["rope"]
+    vision_values = {key: getattr(vision, key) for key in published["vision"]}
+    assert {key: list(v) if isinstance(v, tuple) else v for key, v in vision_values.items()} == published["vision"]
+    assert not config.tie_word_embeddings
+    ids = (config.vision_start_token_id, config.vision_end_token_id, config.image_token_id, config.video_token_id)
+    assert ids == PUBLISHED_TOKEN_IDS
 
-    with torch.device("meta"):
-        model = AutoModelForImageTextToText.from_config(backend_class().architecture_config(variant))
-    assert type(model).__name__ == backend_class.family.model_class
-    assert sum(p.numel() for p in model.parameters()) / 1e9 == pytest.approx(billions, abs=0.01)
+
+def test_a_backend_refuses_the_other_familys_variant():
+    with pytest.raises(KeyError):
+        Qwen25VLBackend().architecture_config("Qwen3-VL-8B-Instruct")
+    with pytest.raises(KeyError):
+        Qwen3VLBackend().architecture_config("Qwen2.5-VL-7B-Instruct")
+
+
+def _shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(p.shape) for name, p in module.named_parameters()}
+
+
+def test_qwen2_5_vl_7b_builds_with_the_published_shapes():
+    """The built modules, not only the config: a config key the model class ignores would show here."""
+    model = meta_model("Qwen2.5-VL-7B-Instruct")
+    assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    language, visual = model.model.language_model, model.model.visual
+    assert len(language.layers) == 28 and len(visual.blocks) == 32
+    assert tuple(language.embed_tokens.weight.shape) == tuple(model.lm_head.weight.shape) == (152064, 3584)
+    assert model.lm_head.weight is not language.embed_tokens.weight  # untied
+    # 28 query heads and 4 key/value heads of 128: q 28·128 = 3584 wide, k and v 4·128 = 512; q/k/v biases.
+    assert _shapes(language.layers[0]) == {
+        "self_attn.q_proj.weight": (3584, 3584), "self_attn.q_proj.bias": (3584,),
+        "self_attn.k_proj.weight": (512, 3584), "self_attn.k_proj.bias": (512,),
+        "self_attn.v_proj.weight": (512, 3584), "self_attn.v_proj.bias": (512,),
+        "self_attn.o_proj.weight": (3584, 3584),
+        "mlp.gate_proj.weight": (18944, 3584), "mlp.up_proj.weight": (18944, 3584), "mlp.down_proj.weight": (3584, 18944),
+        "input_layernorm.weight": (3584,), "post_attention_layernorm.weight": (3584,),
+    }  # fmt: skip
+    assert language.layers[0].self_attn.head_dim == 128
+    # Vision: 14-px patches over 2 frames, 16 heads of 80, gated MLP; the merger maps 2×2 patches to 3584.
+    assert tuple(visual.patch_embed.proj.weight.shape) == (1280, 3, 2, 14, 14)
+    assert _shapes(visual.blocks[0]) == {
+        "norm1.weight": (1280,), "norm2.weight": (1280,),
+        "attn.qkv.weight": (3840, 1280), "attn.qkv.bias": (3840,), "attn.proj.weight": (1280, 1280), "attn.proj.bias": (1280,),
+        "mlp.gate_proj.weight": (3420, 1280), "mlp.gate_proj.bias": (3420,),
+        "mlp.up_proj.weight": (3420, 1280), "mlp.up_proj.bias": (3420,),
+        "mlp.down_proj.weight": (1280, 3420), "mlp.down_proj.bias": (1280,),
+    }  # fmt: skip
+    assert _shapes(visual.merger) == {
+        "ln_q.weight": (1280,), "mlp.0.weight": (5120, 5120), "mlp.0.bias": (5120,),
+        "mlp.2.weight": (3584, 5120), "mlp.2.bias": (3584,),
+    }  # fmt: skip
+    assert visual.window_size == 112 and list(visual.fullatt_block_indexes) == [7, 15, 23, 31]
+
+
+def test_qwen3_vl_8b_builds_with_the_published_shapes():
+    model = meta_model("Qwen3-VL-8B-Instruct")
+    assert type(model).__name__ == "Qwen3VLForConditionalGeneration"
+    language, visual = model.model.language_model, model.model.visual
+    assert len(language.layers) == 36 and len(visual.blocks) == 27
+    assert tuple(language.embed_tokens.weight.shape) == tuple(model.lm_head.weight.shape) == (151936, 4096)
+    assert model.lm_head.weight is not language.embed_tokens.weight  # untied
+    # 32 query heads and 8 key/value heads of 128 (q 4096, k/v 1024), no biases, q/k RMS norms per head.
+    assert _shapes(language.layers[0]) == {
+        "self_attn.q_proj.weight": (4096, 4096), "self_attn.k_proj.weight": (1024, 4096),
+        "self_attn.v_proj.weight": (1024, 4096), "self_attn.o_proj.weight": (4096, 4096),
+        "self_attn.q_norm.weight": (128,), "self_attn.k_norm.weight": (128,),
+        "mlp.gate_proj.weight": (12288, 4096), "mlp.up_proj.weight": (12288, 4096), "mlp.down_proj.weight": (4096, 12288),
+        "input_layernorm.weight": (4096,), "post_attention_layernorm.weight": (4096,),
+    }  # fmt: skip
+    # Vision: 16-px patches over 2 frames, 2304 = 48² learned positions, plain MLP; the merger and the three
+    # deepstack mergers map 2×2 patches (4·1152 = 4608) to 4096.
+    assert tuple(visual.patch_embed.proj.weight.shape) == (1152, 3, 2, 16, 16)
+    assert tuple(visual.pos_embed.weight.shape) == (2304, 1152)
+    assert _shapes(visual.blocks[0]) == {
+        "norm1.weight": (1152,), "norm1.bias": (1152,), "norm2.weight": (1152,), "norm2.bias": (1152,),
+        "attn.qkv.weight": (3456, 1152), "attn.qkv.bias": (3456,), "attn.proj.weight": (1152, 1152), "attn.proj.bias": (1152,),
+        "mlp.linear_fc1.weight": (4304, 1152), "mlp.linear_fc1.bias": (4304,),
+        "mlp.linear_fc2.weight": (1152, 4304), "mlp.linear_fc2.bias": (1152,),
+    }  # fmt: skip
+    assert tuple(visual.merger.linear_fc2.weight.shape) == (4096, 4608)
+    assert len(visual.deepstack_merger_list) == 3 and list(visual.deepstack_visual_indexes) == [8, 16, 24]
+    assert all(tuple(m.linear_fc2.weight.shape) == (4096, 4608) for m in visual.deepstack_merger_list)
+
+
+#: Published parameter counts (the hub's safetensors totals, "8.29B" and "8.77B"), and the language
+#: models' (Qwen2.5-7B "7.61B" and Qwen3-8B "8.19B"), derived by hand from the published numbers:
+#: Qwen2.5-VL-7B language model: per layer q 3584² + 3584, k and v 3584·512 + 512 each, o 3584²,
+#:   MLP 3·3584·18944, 2 norms 2·3584 → 233,057,792; × 28 = 6,525,618,176; + embeddings and head
+#:   2·152064·3584 = 1,089,994,752; + final norm 3584 → 7,615,616,512.
+#: Its vision tower: patch embedding 1176·1280 = 1,505,280; per block qkv 1280·3840 + 3840, proj
+#:   1280² + 1280, gate and up 1280·3420 + 3420 each, down 3420·1280 + 1280, norms 2560 → 19,702,200;
+#:   × 32 = 630,470,400; merger 1280 + (5120² + 5120) + (5120·3584 + 3584) = 44,574,464 → 676,550,144.
+#: Qwen3-VL-8B language model: per layer q and o 4096² each, k and v 4096·1024 each, q/k norms 2·128,
+#:   MLP 3·4096·12288, norms 2·4096 → 192,946,432; × 36 = 6,946,071,552; + 2·151936·4096 =
+#:   1,244,659,712; + 4096 → 8,190,735,360.
+#: Its vision tower: patch embedding 1536·1152 + 1152 = 1,770,624; positions 2304·1152 = 2,654,208;
+#:   per block norms 4·1152, qkv 1152·3456 + 3456, proj 1152² + 1152, fc1 1152·4304 + 4304,
+#:   fc2 4304·1152 + 1152 → 15,239,504; × 27 = 411,466,608; merger 2·1152 + (4608² + 4608) +
+#:   (4608·4096 + 4096) = 40,119,040; 3 deepstack mergers with a 4608 norm: 3·40,125,952 = 120,377,856
+#:   → 576,388,336.
+PUBLISHED_PARAMETERS = {
+    "Qwen2.5-VL-7B-Instruct": {"total": 8_292_166_656, "language": 7_615_616_512, "vision": 676_550_144},
+    "Qwen3-VL-8B-Instruct": {"total": 8_767_123_696, "language": 8_190_735_360, "vision": 576_388_336},
+}
+
+
+@pytest.mark.parametrize("variant", ["Qwen2.5-VL-7B-Instruct", "Qwen3-VL-8B-Instruct"])
+def test_architecture_parameter_counts_on_the_meta_device(variant):
+    model = meta_model(variant)
+    expected = PUBLISHED_PARAMETERS[variant]
+    language = sum(p.numel() for p in model.model.language_model.parameters()) + model.lm_head.weight.numel()
+    vision = sum(p.numel() for p in model.model.visual.parameters())
+    assert (language, vision) == (expected["language"], expected["vision"])
+    assert sum(p.numel() for p in model.parameters()) == expected["total"] == language + vision
+    assert round(expected["total"] / 1e9, 2) == {"Qwen2.5-VL-7B-Instruct": 8.29, "Qwen3-VL-8B-Instruct": 8.77}[variant]

@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 from vlmft_cli import runs
 from vlmft_cli.errors import ConfigError
 from vlmft_cli.reporting import RecordingReporter
-from vlmft_cli.settings import resolve_settings
-from vlmft_cli.training.run import TrainRequest, resume, train
+from vlmft_cli.settings import SettingsInput
+from vlmft_cli.training.recipe import TrainRequest, train
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ STEPS = {1: 2, 2: 2}
 def train_request(data, out, home, stage, model, **cli):
     steps = {"max_steps": STEPS[stage], "eval_steps": STEPS[stage]}  # evaluating once per run keeps this fast
     settings = {"data": data, "out": out, "home": home, "model": model, **steps, **FAST, **cli}
-    return TrainRequest(resolved=resolve_settings(stage=stage, profile="cpu", cli=settings, environ={}))
+    return TrainRequest(settings=SettingsInput(stage=stage, profile="cpu", flags=settings, environ={}))
 
 
 def csv_rows(path):
@@ -52,7 +52,7 @@ def curriculum(request, processed_data, vlmft_home, tmp_path_factory):
 def test_stage1_trains_one_qa_per_sample_and_says_why_it_does_not_pack(curriculum):
     model, _, one, _, reporter = curriculum
     assert one.status == "finished" and one.global_step == STEPS[1]
-    info = runs.Run(one.run_dir).info()
+    info = runs.Run(one.run_dir).record().to_json()
     backend_name = {"tiny-qwen2.5-vl": "qwen2_5_vl", "tiny-qwen3-vl": "qwen3_vl"}[model]
     assert info["backend"] == backend_name and info["model"] == model
     assert info["pack"]["mode"] == "none" and backend_name in info["pack"]["dropped"]
@@ -73,7 +73,7 @@ def test_asking_to_pack_is_refused_with_the_reason(curriculum, processed_data, v
 def test_stage2_continues_the_stage1_adapter(curriculum):
     _, _, one, two, _ = curriculum
     assert two.status == "finished" and two.global_step == STEPS[2]
-    info = runs.Run(two.run_dir).info()
+    info = runs.Run(two.run_dir).record().to_json()
     best = runs.best_checkpoint(runs.Run(one.run_dir).good_checkpoints())
     assert info["parent"]["run"] == one.run_dir.name and info["parent"]["checkpoint"] == str(best.path)
     eval_rows = csv_rows(runs.Run(two.run_dir).logs_dir / "eval_metrics.csv")
@@ -91,7 +91,8 @@ def test_resume_continues_exactly_where_a_checkpoint_left_off(curriculum, tmp_pa
     copy = tmp_path / "experiments" / one.run_dir.name
     shutil.copytree(one.run_dir, copy)
     shutil.rmtree(copy / "checkpoints" / original.path.name)  # as if killed before the last save
-    result = resume(tmp_path / "experiments")
+    runs.Run(copy).update_record(status="running")
+    result = train(TrainRequest(settings=SettingsInput(flags={"out": tmp_path / "experiments"}, environ={}), resume="latest"))
     assert result.status == "finished" and result.global_step == original.step
     resumed = runs.Run(copy).good_checkpoints()[-1]
     assert resumed.step == original.step
@@ -100,7 +101,7 @@ def test_resume_continues_exactly_where_a_checkpoint_left_off(curriculum, tmp_pa
         assert (got[key] - tensor).abs().max() <= 1e-6 * max(1.0, float(tensor.abs().max())), key
     start = adapter(runs.Run(copy).good_checkpoints()[-2])
     assert any(not torch.equal(start[key], got[key]) for key in got)  # the resumed step did train
-    assert runs.Run(copy).info()["resumed"][-1]["step"] == original.step - 1
+    assert runs.Run(copy).record().to_json()["resumed"][-1]["step"] == original.step - 1
 
 
 def test_evaluation_with_generation_answers_every_turn(curriculum, processed_data, vlmft_home, tmp_path):
@@ -141,7 +142,7 @@ def test_merged_model_loads_with_transformers_and_computes_what_the_adapter_does
     from vlmft_cli.backends import backend_for
     from vlmft_cli.ckpt.merge import merge_checkpoint
     from vlmft_cli.model_backend import LoadOptions, Turn
-    from vlmft_cli.training.dataset import load_frames
+    from vlmft_cli.pipeline.dataset import load_frames
 
     model_name, _, _, two, _ = curriculum
     checkpoint = runs.Run(two.run_dir).good_checkpoints()[-1]
@@ -157,7 +158,7 @@ def test_merged_model_loads_with_transformers_and_computes_what_the_adapter_does
     base = backend.load(model_name, LoadOptions(precision="fp32"), vlmft_home)
     assert processor.frame_size == base.processor.frame_size and processor.system_prompt == base.processor.system_prompt
     adapted = PeftModel.from_pretrained(base.model, str(checkpoint.path)).eval()
-    data = Path(runs.Run(two.run_dir).info()["data"]["dir"])
+    data = Path(runs.Run(two.run_dir).record().to_json()["data"]["dir"])
     first = json.loads((data / "stage2" / "val.jsonl").read_text().splitlines()[0])
     frames = load_frames(data, first["images"][:4])
     turns = [

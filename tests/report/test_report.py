@@ -9,8 +9,8 @@ from vlmft_cli.errors import CheckpointError
 from vlmft_cli.report.runs_data import chain_order, load_run
 from vlmft_cli.report.summary import build_report
 from vlmft_cli.runs import list_runs
-from vlmft_cli.settings import resolve_settings
-from vlmft_cli.training.run import TrainRequest, train
+from vlmft_cli.settings import SettingsInput
+from vlmft_cli.training.recipe import TrainRequest, train
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def chain(processed_data, vlmft_home, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     for stage in (1, 2):
         cli = {"data": processed_data, "out": out, "home": vlmft_home, "global_batch_size": 8, "max_steps": 3, "save_steps": 2, "dataloader_workers": 0}
-        train(TrainRequest(resolved=resolve_settings(stage=stage, profile="cpu", cli=cli, environ={})))
+        train(TrainRequest(settings=SettingsInput(stage=stage, profile="cpu", flags=cli, environ={})))
     return out
 
 

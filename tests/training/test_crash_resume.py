@@ -54,7 +54,7 @@ def test_sigkill_then_resume_latest_matches_an_uninterrupted_run(processed_data,
     run, after_crash = adapter(killed)
     _, uninterrupted = adapter(clean)
     assert run.status == "finished" and run.good_checkpoints()[-1].step == 12
-    assert run.info()["pack"]["mode"] == "shared-prefix"
+    assert run.record().pack.mode == "shared-prefix"
     for key, tensor in uninterrupted.items():
         assert (after_crash[key] - tensor).abs().max() <= 1e-6 * max(1.0, float(tensor.abs().max()))
     steps = [line.split(",")[0] for line in (run.logs_dir / "train_metrics.csv").read_text().splitlines()[1:]]

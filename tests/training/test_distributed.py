@@ -44,25 +44,34 @@ def test_two_processes_match_one(processed_data, vlmft_home, tmp_path):
     assert len(one) == len(two) == 4
     for a, b in zip(one, two, strict=True):
         assert abs(a - b) <= 2e-3 * abs(a)  # same data per step; only dropout masks differ per rank
-    assert run.info()["hardware"]["processes"] == 2 and run.status == "finished"
+    assert run.record().hardware["processes"] == 2 and run.status == "finished"
     newest = run.good_checkpoints()[-1]
     assert newest.step == 4 and {"rng_state_0.pth", "rng_state_1.pth"} <= {p.name for p in newest.path.iterdir()}
 
 
 @pytest.mark.slow
-def test_resume_with_another_world_size(processed_data, vlmft_home, tmp_path):
-    cmd = [sys.executable, "-m", "vlmft_cli", "train", "--data", str(processed_data), *ARGS, "--max-steps", "8", "--out", str(tmp_path)]
-    process = subprocess.Popen(cmd, env=env_for(vlmft_home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+@pytest.mark.parametrize("pack", ["shared-prefix", "none"])
+def test_resume_with_another_world_size(processed_data, vlmft_home, tmp_path, pack):
+    """Killed in one process, resumed in two: the data position is counted in global samples, so the steps
+    after the resume train on the same data as an uninterrupted single-process run, packed or not."""
+    killed, reference = tmp_path / "killed", tmp_path / "reference"
+    common = ["train", "--data", str(processed_data), *ARGS, "--max-steps", "8", "--pack", pack]
+    process = subprocess.Popen([sys.executable, "-m", "vlmft_cli", *common, "--out", str(killed)], env=env_for(vlmft_home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
-    while not any(tmp_path.glob("*/checkpoints/checkpoint-4/vlmft_checkpoint.json")):
+    while not any(killed.glob("*/checkpoints/checkpoint-4/vlmft_checkpoint.json")):
         assert process.poll() is None and time.monotonic() < deadline
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
-    resume = torchrun_command(2, ["ckpt", "resume", "--latest", "--out", str(tmp_path)])
+    resume = torchrun_command(2, ["ckpt", "resume", "--latest", "--out", str(killed)])
     done = subprocess.run(resume, env=env_for(vlmft_home), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Resumed from checkpoint: step=" in done.stderr
-    run, curve = losses(tmp_path)
+    subprocess.run([sys.executable, "-m", "vlmft_cli", *common, "--out", str(reference)], env=env_for(vlmft_home), check=True, capture_output=True, timeout=300)
+    run, curve = losses(killed)
+    _, expected = losses(reference)
     assert run.status == "finished" and len(curve) == 8 and run.good_checkpoints()[-1].step == 8
-    assert run.info()["resumed"][-1]["processes"] == 2
+    assert run.record().resumed[-1].processes == 2 and run.record().pack.mode == pack
+    resumed_from = run.record().resumed[-1].step
+    for step in range(resumed_from, 8):  # same data per step; only dropout masks differ per rank
+        assert abs(curve[step] - expected[step]) <= 2e-3 * abs(expected[step]), (step, curve, expected)

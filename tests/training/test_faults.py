@@ -9,13 +9,13 @@ import pytest
 from vlmft_cli import runs
 from vlmft_cli.errors import CheckpointError
 from vlmft_cli.reporting import RecordingReporter
-from vlmft_cli.settings import resolve_settings
-from vlmft_cli.training.run import TrainRequest, resume, train
+from vlmft_cli.settings import SettingsInput
+from vlmft_cli.training.recipe import TrainRequest, train
 
 
 def request(data, out, home, **cli):
     values = {"data": data, "out": out, "home": home, "global_batch_size": 8, "save_steps": 2, "max_steps": 6, "dataloader_workers": 0, **cli}
-    return TrainRequest(resolved=resolve_settings(stage=1, profile="cpu", cli=values, environ={}))
+    return TrainRequest(settings=SettingsInput(stage=1, profile="cpu", flags=values, environ={}))
 
 
 def test_disk_full_during_a_checkpoint_keeps_the_previous_one_resumable(processed_data, vlmft_home, tmp_path, monkeypatch):
@@ -30,13 +30,13 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one_resumable(processe
     with pytest.raises(CheckpointError, match=r"could not write checkpoint 4 .*No space left on device; the earlier checkpoints are intact"):
         train(request(processed_data, tmp_path, vlmft_home))
     (run,) = runs.list_runs(tmp_path)
-    assert run.status == "failed" and "No space left on device" in run.info()["error"]
+    assert run.status == "failed" and "No space left on device" in run.record().error
     assert [c.step for c in run.good_checkpoints()] == [2]
     assert run.good_checkpoints()[0].problem(deep=True) is None
 
     monkeypatch.setattr(runs, "write_marker", real_write_marker)
     reporter = RecordingReporter()
-    result = resume(tmp_path, reporter=reporter)
+    result = train(TrainRequest(settings=SettingsInput(flags={"out": tmp_path}, environ={}), resume="latest"), reporter)
     assert result.status == "finished" and result.global_step == 6
     assert any("Resumed from checkpoint: step=2" in m for m in reporter.infos)
     assert not (run.checkpoints_dir / runs.STAGING_DIR).exists()

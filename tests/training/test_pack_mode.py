@@ -10,9 +10,9 @@ from vlmft_cli import runs
 from vlmft_cli.attention import Availability
 from vlmft_cli.errors import ConfigError
 from vlmft_cli.reporting import RecordingReporter
-from vlmft_cli.settings import resolve_settings
+from vlmft_cli.settings import SettingsInput, resolve_settings
 from vlmft_cli.training.pack_mode import packing_obstacle, resolve_pack
-from vlmft_cli.training.run import TrainRequest, train
+from vlmft_cli.training.recipe import TrainRequest, train
 from vlmft_internvl3 import InternVL3Backend
 
 
@@ -75,15 +75,15 @@ def test_a_run_with_an_attention_that_ignores_the_mask(processed_data, vlmft_hom
     monkeypatch.setattr("vlmft_cli.attention.select_attention", lambda name, reporter=None: Attention("sdpa", False))
     common = {"data": processed_data, "out": tmp_path, "home": vlmft_home, "global_batch_size": 4, "dataloader_workers": 0, "max_steps": 1}
 
-    asked = resolve_settings(stage=1, profile="cpu", cli={**common, "pack": "shared-prefix"}, environ={})
+    asked = SettingsInput(stage=1, profile="cpu", flags={**common, "pack": "shared-prefix"}, environ={})
     with pytest.raises(ConfigError, match="does not honour a caller-built block attention mask"):
-        train(TrainRequest(resolved=asked))
+        train(TrainRequest(settings=asked))
     assert not any(tmp_path.iterdir())  # refused before a run folder exists
 
     reporter = RecordingReporter()
-    result = train(TrainRequest(resolved=resolve_settings(stage=1, profile="cpu", cli=common, environ={})), reporter)
+    result = train(TrainRequest(settings=SettingsInput(stage=1, profile="cpu", flags=common, environ={})), reporter)
     assert result.status == "finished" and any("training one QA per sample" in w for w in reporter.warnings)
-    info = runs.Run(result.run_dir).info()
+    info = runs.Run(result.run_dir).record().to_json()
     assert info["pack"]["mode"] == "none" and "block attention mask" in info["pack"]["dropped"]
     config = yaml.safe_load((result.run_dir / "config.yaml").read_text())
     assert config["settings"]["pack"] == "none" and config["sources"]["pack"].startswith("stage 1 default, dropped:")

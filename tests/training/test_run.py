@@ -1,8 +1,10 @@
 """End-to-end training on the tiny model and synthetic data, through the library API."""
 
 import csv
-import json
+import dataclasses
+import hashlib
 import math
+from pathlib import Path
 
 import pytest
 import yaml
@@ -11,15 +13,15 @@ from safetensors.torch import load_file
 from vlmft_cli import runs
 from vlmft_cli.errors import CheckpointError
 from vlmft_cli.reporting import RecordingReporter
-from vlmft_cli.settings import resolve_settings
-from vlmft_cli.training.run import TrainRequest, train
+from vlmft_cli.settings import SettingsInput
+from vlmft_cli.training.recipe import TrainRequest, train
 
 FAST = {"global_batch_size": 4, "save_steps": 3, "dataloader_workers": 0, "learning_rate": 1e-3}
 
 
 def request(data, out, home, stage, init_from=None, **cli):
-    resolved = resolve_settings(stage=stage, profile="cpu", cli={"data": data, "out": out, "home": home, **FAST, **cli}, environ={})
-    return TrainRequest(resolved=resolved, init_from=init_from)
+    flags = {"data": data, "out": out, "home": home, **FAST, **cli}
+    return TrainRequest(settings=SettingsInput(stage=stage, profile="cpu", flags=flags, environ={}), init_from=init_from)
 
 
 def rows(path):
@@ -40,15 +42,16 @@ def test_stage1_run_folder_and_metrics(curriculum):
     out, one, _, _ = curriculum
     assert one.status == "finished"
     run = runs.Run(one.run_dir)
-    info = run.info()
-    assert info["status"] == "finished" and info["stage"] == 1 and info["backend"] == "internvl3"
-    assert info["data"]["files"]["train"]["sha256"] and info["versions"]["transformers"]
+    record = run.record()
+    assert record.status == "finished" and record.stage == 1 and record.backend == "internvl3"
+    train_file = record.data.files["train"]
+    assert train_file.sha256 == hashlib.sha256(Path(train_file.path).read_bytes()).hexdigest() and record.versions["transformers"]
     config = yaml.safe_load((run.path / "config.yaml").read_text())
     assert config["settings"]["learning_rate"] == 1e-3 and config["sources"]["learning_rate"] == "command line"
     assert config["sources"]["max_frames"] == "stage 1 default"
     # Stage 1 packs by default: one sequence per video, the batch still counted in QAs.
     assert config["settings"]["pack"] == "shared-prefix" and config["sources"]["pack"] == "stage 1 default"
-    assert info["pack"]["mode"] == "shared-prefix" and info["pack"]["accumulation"] == 1
+    assert record.pack.mode == "shared-prefix" and record.pack.accumulation == 1
     train_rows = rows(run.logs_dir / "train_metrics.csv")
     assert list(train_rows[0]) == ["step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "samples_per_s", "step_time_s", "peak_memory_gb"]
     # 87 stage-1 QAs at 4 per step: 22 steps, and the schedule ends with the data (the reference ran past it).
@@ -69,9 +72,9 @@ def test_stage1_run_folder_and_metrics(curriculum):
 def test_stage2_starts_from_stage1_and_records_lineage(curriculum, vlmft_home):
     out, one, two, reporter = curriculum
     assert two.status == "finished"
-    info = runs.Run(two.run_dir).info()
+    parent = runs.Run(two.run_dir).record().parent
     best = runs.best_checkpoint(runs.Run(one.run_dir).good_checkpoints())
-    assert info["parent"]["run"] == one.run_dir.name and info["parent"]["checkpoint"] == str(best.path)
+    assert parent.run == one.run_dir.name and parent.checkpoint == str(best.path.resolve())
     assert any("Stage 2 starts from the newest finished stage-1 run" in m for m in reporter.infos)
     eval_rows = rows(runs.Run(two.run_dir).logs_dir / "eval_metrics.csv")
     assert "loss_planning" in eval_rows[0] or "loss_affordance" in eval_rows[0]  # task types kept in stage 2
@@ -80,11 +83,11 @@ def test_stage2_starts_from_stage1_and_records_lineage(curriculum, vlmft_home):
 def test_stage2_model_carries_the_stage1_adapter(curriculum, processed_data, vlmft_home):
     from vlmft_cli.attention import select_attention
     from vlmft_cli.backends import backend_for
-    from vlmft_cli.training.model import build_model
+    from vlmft_cli.lora_model import build_model
 
     out, one, _, _ = curriculum
     checkpoint = runs.best_checkpoint(runs.Run(one.run_dir).good_checkpoints())
-    settings = request(processed_data, out, vlmft_home, 2).resolved.settings
+    settings = request(processed_data, out, vlmft_home, 2).settings.resolve().settings
     model, _ = build_model(settings, backend_for(settings.model), select_attention("sdpa"), device="cpu", init_adapter=checkpoint.path)
     saved = load_file(checkpoint.path / "adapter_model.safetensors")
     state = {k: v for k, v in model.state_dict().items() if "lora_" in k}
@@ -103,26 +106,24 @@ def test_stage2_without_stage1_says_what_to_do(processed_data, vlmft_home, tmp_p
 def test_unavailable_attention_falls_back_and_eager_reaches_the_model(processed_data, vlmft_home, tmp_path):
     reporter = RecordingReporter()
     result = train(request(processed_data, tmp_path, vlmft_home, 1, attention="flash-attn-sm121", max_steps=1), reporter)
-    assert runs.Run(result.run_dir).info()["attention"] == "sdpa"
+    assert runs.Run(result.run_dir).record().attention == "sdpa"
     assert any("falling back to sdpa" in w for w in reporter.warnings)
     result = train(request(processed_data, tmp_path, vlmft_home, 1, attention="eager", max_steps=1))
-    assert runs.Run(result.run_dir).info()["attention"] == "eager"
+    assert runs.Run(result.run_dir).record().attention == "eager"
     assert "attention eager" in (result.run_dir / "logs" / "training.log").read_text()
 
 
 def test_memory_cap_breach_stops_with_a_checkpoint(processed_data, vlmft_home, tmp_path):
     result = train(request(processed_data, tmp_path, vlmft_home, 1, memory_cap_gb=0.01))
     assert result.status == "interrupted" and result.global_step == 1
-    info = runs.Run(result.run_dir).info()
-    assert info["status"] == "interrupted" and info["stop_reason"].startswith("memory cap: process memory")
+    record = runs.Run(result.run_dir).record()
+    assert record.status == "interrupted" and record.stop_reason.startswith("memory cap: process memory")
     assert runs.Run(result.run_dir).good_checkpoints()[-1].step == 1
     assert "vlmft ckpt resume --latest" in result.message
 
 
 def test_dry_run_counts_tokens_and_trains_nothing(processed_data, vlmft_home, tmp_path):
-    req = request(processed_data, tmp_path, vlmft_home, 1)
-    req.dry_run = True
-    result = train(req)
+    result = train(dataclasses.replace(request(processed_data, tmp_path, vlmft_home, 1), dry_run=True))
     plan = result.plan
     assert result.status == "dry-run" and not any(tmp_path.iterdir())
     assert plan["data"]["train"]["examples"] == 87 and plan["optimizer_steps"] == 22
@@ -135,9 +136,7 @@ def test_dry_run_counts_tokens_and_trains_nothing(processed_data, vlmft_home, tm
     assert plan["packing_ratio"] == round(plan["tokens_packed"] / plan["tokens_unpacked"], 4)
     assert plan["packing"]["mean_qas_per_video"] == round(87 / 24, 3)
 
-    req = request(processed_data, tmp_path, vlmft_home, 1, pack="none")
-    req.dry_run = True
-    unpacked = train(req).plan
+    unpacked = train(dataclasses.replace(request(processed_data, tmp_path, vlmft_home, 1, pack="none"), dry_run=True)).plan
     assert unpacked["pack"] == "none" and unpacked["padding_share"] < 0.10  # length grouping
     assert unpacked["tokens_packed"] == plan["tokens_packed"]  # what packing would save is shown either way
 
@@ -153,6 +152,7 @@ def test_latest_skips_a_corrupt_checkpoint(curriculum, tmp_path):
         handle.truncate(100)
     reporter = RecordingReporter()
     found = runs.latest_checkpoint(copy, reporter=reporter)
-    assert found.step < newest.step
+    older = runs.Run(copy / one.run_dir.name).checkpoints()[-2]
+    assert found == older  # the next older one, not any older one
     assert "skipping checkpoint" in reporter.warnings[0] and "adapter_model.safetensors" in reporter.warnings[0]
-    json.loads((found.path / runs.MARKER_FILE).read_text())
+    assert found.problem(deep=True) is None

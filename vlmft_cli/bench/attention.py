@@ -135,9 +135,9 @@ def _case(kernel: Kernel, layout: HeadLayout, seq_len: int, options: AttentionOp
     import torch
     from transformers.masking_utils import create_causal_mask
 
-    from vlmft_cli.model_loading import DTYPES
+    from vlmft_cli.runtime import dtype_for
 
-    dtype, batch = DTYPES[dtype_name], options.batch
+    dtype, batch = dtype_for(dtype_name), options.batch
     torch.manual_seed(options.seed)
     module = _caller(kernel, layout, options.backward)
     shape_q, shape_kv = (batch, layout.heads, seq_len, layout.head_dim), (batch, layout.kv_heads, seq_len, layout.head_dim)

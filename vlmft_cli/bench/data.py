@@ -1,6 +1,6 @@
 """`vlmft bench data`: can the dataloader feed training? Samples/s against what a step consumes.
 
-The loader is training's own: the stage's examples after the length policy (`training.run.load_split`),
+The loader is training's own: the stage's examples after the length policy (`pipeline.splits.load_split`),
 `ExampleDataset` (frames read and encoded per item), training's `Collator`, the length-grouped
 `SeededOrderSampler`, the profile's micro-batch and dataloader workers (or `workers`). After the first
 batch (which includes starting the workers, reported as `startup_s`), `batches` micro-batches are timed;
@@ -21,6 +21,7 @@ from typing import Any
 from vlmft_cli.bench.device import device_info, resolve_device
 from vlmft_cli.bench.results import BenchDocument, Entry
 from vlmft_cli.errors import DataError
+from vlmft_cli.model_backend import pad_token_id
 from vlmft_cli.reporting import NullReporter, Reporter
 from vlmft_cli.settings import ResolvedSettings, Settings
 
@@ -77,24 +78,22 @@ def _loader(settings: Settings, workers: int, reporter: Reporter) -> tuple[Any, 
     import torch
 
     from vlmft_cli.backends import backend_for
-    from vlmft_cli.training.dataset import Collator, ExampleDataset
-    from vlmft_cli.training.run import load_split
-    from vlmft_cli.training.sampling import SeededOrderSampler
+    from vlmft_cli.pipeline.dataset import Collator, ExampleDataset
+    from vlmft_cli.pipeline.sampling import SeededOrderSampler
+    from vlmft_cli.pipeline.splits import load_split
 
     backend = backend_for(settings.model, settings.backend)
     processor = backend.load_processor(settings.model, settings.home)
     examples, _ = load_split(settings, "train", backend, processor, reporter, required=True)  # type: ignore[misc]
     assert settings.data is not None
     dataset = ExampleDataset(examples, settings.data, backend, processor)
-    tokenizer = processor.tokenizer
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     group = settings.micro_batch_size * settings.gradient_accumulation_steps()
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=settings.micro_batch_size,
         sampler=SeededOrderSampler(dataset.lengths, settings.seed, group_size=group),
         num_workers=workers,
-        collate_fn=Collator(backend, pad_id),
+        collate_fn=Collator(backend, pad_token_id(processor.tokenizer)),
         persistent_workers=workers > 0,
     )
     return loader, dataset.lengths, group
@@ -102,7 +101,7 @@ def _loader(settings: Settings, workers: int, reporter: Reporter) -> tuple[Any, 
 
 def padding_shares(lengths: list[int], seed: int, group: int, micro_batch_size: int) -> dict[str, float]:
     """Padding share of one epoch's micro-batches, length-grouped (training's order) and plainly shuffled."""
-    from vlmft_cli.training.sampling import SeededOrderSampler, padding_share
+    from vlmft_cli.pipeline.sampling import SeededOrderSampler, padding_share
 
     grouped = SeededOrderSampler(lengths, seed, group_size=group).order()
     shuffled = SeededOrderSampler(lengths, seed).order()
@@ -115,7 +114,7 @@ def padding_shares(lengths: list[int], seed: int, group: int, micro_batch_size: 
 def measure_data(resolved: ResolvedSettings, options: DataOptions, reporter: Reporter | None = None) -> BenchDocument:
     """The dataloader benchmark as a document; see the module docstring."""
     from vlmft_cli.bench.step import StepOptions, run_step
-    from vlmft_cli.training.run import quiet_libraries
+    from vlmft_cli.runtime import quiet_libraries
 
     reporter = reporter or NullReporter()
     quiet_libraries()

@@ -1,7 +1,8 @@
 """Which device a benchmark runs on, how to wait for it, and what it is (for the JSON documents).
 
 `device_info` records what makes two results comparable or not: versions of torch, CUDA, transformers
-and PEFT, the GPU's name, compute capability and memory, or the CPU's model, cores and torch threads.
+and PEFT, the GPU's name, compute capability and memory, or the CPU's model, cores and torch threads;
+`host_info` is its torch-free part.
 """
 
 from __future__ import annotations
@@ -50,6 +51,19 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def host_info(device: str = "cpu") -> dict[str, Any]:
+    """The host alone (vlmft and Python versions, CPU model and cores), without importing torch: for
+    benchmarks that never touch it (`bench extract`)."""
+    return {
+        "device": device,
+        "vlmft": __version__,
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "cpu": _cpu_model(),
+        "cpu_cores": os.cpu_count(),
+    }
+
+
 def device_info(device: str) -> dict[str, Any]:
     """Versions and hardware of this run, as a JSON-ready mapping."""
     import peft
@@ -57,16 +71,11 @@ def device_info(device: str) -> dict[str, Any]:
     import transformers
 
     info: dict[str, Any] = {
-        "device": device,
-        "vlmft": __version__,
-        "python": platform.python_version(),
+        **host_info(device),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "transformers": transformers.__version__,
         "peft": peft.__version__,
-        "host": platform.node(),
-        "cpu": _cpu_model(),
-        "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
     }
     if device == "cuda":

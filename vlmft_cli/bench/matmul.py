@@ -35,11 +35,11 @@ def measure_matmul_peak(device: str, dtype: str, size: int | None = None, *, war
     """TFLOP/s of a size³ matmul in `dtype` ("bf16", "fp16", "fp32") on `device`."""
     import torch
 
-    from vlmft_cli.model_loading import DTYPES
+    from vlmft_cli.runtime import dtype_for
 
     size = size or DEFAULT_SIZE.get(device, 1024)
-    a = torch.randn(size, size, device=device, dtype=DTYPES[dtype])
-    b = torch.randn(size, size, device=device, dtype=DTYPES[dtype])
+    a = torch.randn(size, size, device=device, dtype=dtype_for(dtype))
+    b = torch.randn(size, size, device=device, dtype=dtype_for(dtype))
     times = Stats.of(repeat_timed(lambda: a @ b, warmup=warmup, repeats=repeats, synchronize=synchronizer(device)))
     flops = 2 * size**3
     return MatmulPeak(flops / times.min / 1e12, flops / times.median / 1e12, size, dtype, repeats)

@@ -2,7 +2,7 @@
 
 `RandomInitBackend` is the model backend as training sees it, except that `load` builds the
 architecture's config with random weights directly on the device instead of reading a checkpoint; given
-to `training.model.build_model`, the model gets exactly training's freezing, gradient checkpointing and
+to `lora_model.build_model`, the model gets exactly training's freezing, gradient checkpointing and
 LoRA. Nothing is downloaded.
 
 The processor is the backend's tiny model's (its tokenizer and image processor), re-written for the
@@ -49,7 +49,8 @@ class RandomInitBackend:
         import torch
         from transformers import AutoModelForImageTextToText
 
-        from vlmft_cli.model_loading import DTYPES, no_progress_bars
+        from vlmft_cli.model_loading import no_progress_bars
+        from vlmft_cli.runtime import dtype_for
 
         if options.quantization != "none":
             raise ConfigError(
@@ -58,7 +59,7 @@ class RandomInitBackend:
             )
         torch.manual_seed(self.seed)
         with no_progress_bars(), torch.device(self.device):
-            model = AutoModelForImageTextToText.from_config(self.config, dtype=DTYPES[options.precision], attn_implementation=options.attn_implementation)
+            model = AutoModelForImageTextToText.from_config(self.config, dtype=dtype_for(options.precision), attn_implementation=options.attn_implementation)
         return LoadedModel(model=model, processor=self.processor, source=self.label)
 
     def __getattr__(self, name: str) -> Any:

@@ -1,7 +1,7 @@
 """The JSON document every benchmark writes, and reading it back.
 
     {
-      "schema": 1, "bench": "attention" | "step" | "data", "created": UTC time, "vlmft": version,
+      "schema": 1, "bench": "attention" | "step" | "data" | "extract" | "packing", "created": UTC time, "vlmft": version,
       "device": {...versions and hardware, see `device.device_info`...},
       "parameters": {...what was asked for...},
       "entries": [{"key": {...what was measured...}, "metrics": {name: number | null}, "details": {...}}],
@@ -22,7 +22,8 @@ from typing import Any
 
 from vlmft_cli import __version__
 from vlmft_cli.errors import DataError
-from vlmft_cli.runs import atomic_write_json, utc_now
+from vlmft_cli.fsutil import atomic_write_json
+from vlmft_cli.runs import utc_now
 
 SCHEMA = 1
 

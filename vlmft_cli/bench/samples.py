@@ -4,7 +4,7 @@ sample of the stage repeated.
 Synthetic stage 1 is one QA of about 30 tokens about `max_frames` frames (4 by default); stage 2 is a
 conversation of four QAs about `max_frames` frames (10 by default), the shape of an average RoboVQA
 video. Frames are noise at 448 × 448 (the processor resizes them as it would real ones). Real examples go
-through the training code: the length policy of `training.run.load_split`, the length-grouped order of
+through training's input pipeline: the length policy of `pipeline.splits.load_split`, the length-grouped order of
 `SeededOrderSampler` (the first micro-batch of epoch 0) and `ExampleDataset`'s encoding.
 """
 
@@ -56,9 +56,9 @@ def synthetic_samples(backend: ModelBackend, processor: Any, stage: int, frames:
 
 def data_samples(settings: Settings, backend: ModelBackend, processor: Any, count: int, reporter: Reporter) -> list[EncodedSample]:
     """The first micro-batch of `count` training examples of `settings.data`, as training orders them."""
-    from vlmft_cli.training.dataset import ExampleDataset
-    from vlmft_cli.training.run import load_split
-    from vlmft_cli.training.sampling import SeededOrderSampler
+    from vlmft_cli.pipeline.dataset import ExampleDataset
+    from vlmft_cli.pipeline.sampling import SeededOrderSampler
+    from vlmft_cli.pipeline.splits import load_split
 
     assert settings.data is not None
     examples, summary = load_split(settings, "train", backend, processor, reporter, required=True)  # type: ignore[misc]

@@ -1,6 +1,6 @@
 """`vlmft bench step`: one LoRA training step of a stage's realistic micro-batch, timed and counted.
 
-The model comes from the training code (`training.model.build_model`: the profile's precision, attention,
+The model comes from the training code (`lora_model.build_model`: the profile's precision, attention,
 gradient checkpointing, frozen base and LoRA), loaded through its backend or, with `random_init`, built
 from the backend's real architecture config with random weights (`random_init`; `layers` makes both
 stacks shallower for a quick run). The micro-batch has the profile's `micro_batch_size` samples of the
@@ -30,6 +30,7 @@ from vlmft_cli.bench.memory import MemoryReading
 from vlmft_cli.bench.results import BenchDocument, Entry, significant
 from vlmft_cli.bench.timing import Stats
 from vlmft_cli.errors import ConfigError
+from vlmft_cli.model_backend import pad_token_id
 from vlmft_cli.reporting import NullReporter, Reporter
 from vlmft_cli.settings import ResolvedSettings, Settings
 
@@ -138,7 +139,7 @@ def _build(settings: Settings, options: StepOptions, device: str, reporter: Repo
     from vlmft_cli.backends import backend_for
     from vlmft_cli.bench.architecture import with_layers
     from vlmft_cli.bench.random_init import RandomInitBackend, architecture_processor
-    from vlmft_cli.training.model import build_model
+    from vlmft_cli.lora_model import build_model
 
     backend = backend_for(settings.model, settings.backend)
     attention = select_attention(settings.attention, reporter)
@@ -162,11 +163,11 @@ def _build(settings: Settings, options: StepOptions, device: str, reporter: Repo
 def _autocast(device: str, precision: str) -> Any:
     import torch
 
-    from vlmft_cli.model_loading import DTYPES
+    from vlmft_cli.runtime import dtype_for
 
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device, dtype=DTYPES[precision])
+    return torch.autocast(device_type=device, dtype=dtype_for(precision))
 
 
 @dataclass
@@ -186,7 +187,7 @@ def _train_timed(settings: Settings, options: StepOptions, device: str, reporter
     from vlmft_cli.bench.flops import TrainingFlopCounter
     from vlmft_cli.bench.memory import PeakMemory
     from vlmft_cli.bench.samples import batch_figures, data_samples, synthetic_samples
-    from vlmft_cli.training.model import count_parameters
+    from vlmft_cli.lora_model import count_parameters
 
     model, processor, backend, label = _build(settings, options, device, reporter)
     count = settings.micro_batch_size
@@ -194,9 +195,7 @@ def _train_timed(settings: Settings, options: StepOptions, device: str, reporter
         samples = data_samples(settings, backend, processor, count, reporter)
     else:
         samples = synthetic_samples(backend, processor, settings.stage, settings.max_frames, count)
-    tokenizer = processor.tokenizer
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    collated = backend.collate(samples, pad_id)
+    collated = backend.collate(samples, pad_token_id(processor.tokenizer))
     figures = batch_figures(samples, collated)
     batch = {key: value.to(device) for key, value in collated.items()}
 
@@ -242,7 +241,7 @@ def run_step(resolved: ResolvedSettings, options: StepOptions, reporter: Reporte
     import transformers
 
     from vlmft_cli.bench.matmul import measure_matmul_peak
-    from vlmft_cli.training.run import pick_device, quiet_libraries
+    from vlmft_cli.runtime import pick_device, quiet_libraries
 
     reporter = reporter or NullReporter()
     quiet_libraries()

@@ -1,4 +1,5 @@
-"""What `vlmft bench` prints: each benchmark document (or comparison) as a titled table plus notes.
+"""What `vlmft bench` prints: each benchmark document (or comparison) as a titled table plus notes
+(attention, step, data, extract, packing).
 
 Pure data (title, columns, rows, lines below); `vlmft_cli.cli.bench` hands it to the CLI's output.
 """
@@ -31,6 +32,8 @@ def _num(value: Any, digits: int = 4) -> str:
 def device_label(device: dict[str, Any]) -> str:
     if device.get("gpu"):
         return f"{device['gpu']} (torch {device.get('torch')}, CUDA {device.get('cuda')})"
+    if "torch" not in device:  # a benchmark that never imports torch (`device.host_info`)
+        return f"CPU {device.get('cpu', '?')}, {device.get('cpu_cores', '?')} cores"
     return f"CPU {device.get('cpu', '?')}, {device.get('torch_threads', '?')} threads (torch {device.get('torch')})"
 
 
@@ -88,14 +91,17 @@ def step_table(document: BenchDocument) -> TableSpec:
     return TableSpec(title, ["", "value", ""], rows, [f"FLOPs: {document.notes['flops']}"])
 
 
+def _verdicts(meets: dict[str, bool]) -> Any:
+    """`verdict(name)`: "meets" or "misses" for a named target."""
+    return lambda name: "meets" if meets[name] else "misses"
+
+
 def data_table(document: BenchDocument) -> TableSpec:
     p = document.parameters
     entry = document.entries[0]
     m, d = entry.metrics, entry.details
-    targets, meets = d["targets"], d["meets"]
-
-    def verdict(name: str) -> str:
-        return "meets" if meets[name] else "misses"
+    targets = d["targets"]
+    verdict = _verdicts(d["meets"])
 
     rows = [
         ["loader samples/s", _num(m["loader_samples_per_s"]), f"{d['loader']['batches']} micro-batches of {p['micro_batch_size']}, {p['workers']} worker(s); first batch after {_num(m['startup_s'])} s"],
@@ -108,6 +114,50 @@ def data_table(document: BenchDocument) -> TableSpec:
     return TableSpec(title, ["", "value", ""], rows, [document.notes["cpu"]])
 
 
+def extract_table(document: BenchDocument) -> TableSpec:
+    p = document.parameters
+    entry = document.entries[0]
+    m, d = entry.metrics, entry.details
+    rows = [
+        ["extract", _num(m["extract_s"]), _num(m["extract_records_per_s"]), _num(m["extract_frames_per_s"]), _num(m["extract_cpu_s"])],
+        ["bare loop", _num(m["loop_s"]), _num(m["loop_records_per_s"]), _num(m["loop_frames_per_s"]), _num(m["loop_cpu_s"])],
+    ]
+    verdict = "meets" if d["meets_target"] else "misses"
+    lines = [
+        f"extract / loop = {m['ratio']:.2f} ({verdict} the {d['target_ratio']:.2f} target); CPU-time ratio {m['cpu_ratio']:.2f} (less disturbed by other load)",
+        f"peak memory: main {_num(m['peak_rss_main_mib'])} MiB, largest worker {_num(m['peak_rss_worker_mib'])} MiB, all {_num(m['peak_rss_total_mib'])} MiB",
+    ]
+    title = (
+        f"Extraction: {d['records']} videos, {d['frames']} frames, {p['workers']} workers, {p['size']}px, "
+        f"best of {p['repeat']} — {device_label(document.device)}"
+    )
+    return TableSpec(title, ["", "seconds", "records/s", "frames/s", "CPU seconds"], rows, lines)
+
+
+def packing_table(document: BenchDocument) -> TableSpec:
+    p = document.parameters
+    entry = document.entries[0]
+    m, d = entry.metrics, entry.details
+    targets = d["targets"]
+    verdict = _verdicts(d["meets"])
+
+    rows = [
+        ["unpacked", f"{m['tokens_unpacked']:,}", _num(m["median_unpacked_qas_per_s"])],
+        ["packed", f"{m['tokens_packed']:,}", _num(m["median_packed_qas_per_s"])],
+    ]
+    lines = [
+        f"tokens packed/unpacked = {m['token_ratio']:.3f} ({verdict('token_ratio')} the ≤ {targets['token_ratio']:g} target); "
+        f"QAs/s packed/unpacked = {m['speedup']:.2f}× ({verdict('speedup')} the ≥ {targets['speedup']:g}× target)",
+        f"model: {entry.key['model']} as a random-weight benchmark model ({d['bench_model']}), {d['tokens_per_frame']} tokens per frame; "
+        f"{d['packed_accumulation']} packed micro-batches per step, median of {d['steps']} steps",
+    ]
+    title = (
+        f"Packing: {d['qas']} QAs of {d['videos']} videos, {p['global_batch_size']} QAs per step, "
+        f"{p['micro_batch_size']} per micro-batch — {device_label(document.device)}"
+    )
+    return TableSpec(title, ["", "tokens per epoch", "QAs/s (median)"], rows, lines)
+
+
 def comparison_table(comparison: Comparison) -> TableSpec:
     rows = [[", ".join(f"{k}={v}" for k, v in ratio.key.items()), ratio.metric, _num(ratio.a), _num(ratio.b), _num(ratio.ratio)] for ratio in comparison.ratios]
     lines = [f"A = {comparison.a}: {device_label(comparison.device_a)}", f"B = {comparison.b}: {device_label(comparison.device_b)}"]
@@ -116,5 +166,5 @@ def comparison_table(comparison: Comparison) -> TableSpec:
 
 
 def document_table(document: BenchDocument) -> TableSpec:
-    tables = {"attention": attention_table, "step": step_table, "data": data_table}
+    tables = {"attention": attention_table, "step": step_table, "data": data_table, "extract": extract_table, "packing": packing_table}
     return tables[document.bench](document)

@@ -52,8 +52,8 @@ def _is_missing_local_path(name: str) -> bool:
 
 def base_model_for(checkpoint: Checkpoint) -> BaseModel:
     """The base model of `checkpoint`'s run (see the module docstring for the order of sources)."""
-    info = Run(checkpoint.run_dir).info()
-    recorded = [info.get("base_model"), info.get("model"), adapter_config(checkpoint).get("base_model_name_or_path")]
+    record = Run(checkpoint.run_dir).record()
+    recorded = [record.base_model, record.model, adapter_config(checkpoint).get("base_model_name_or_path")]
     candidates = [str(c) for c in recorded if isinstance(c, str) and c.strip()]
     if not candidates:
         raise CheckpointError(
@@ -63,6 +63,4 @@ def base_model_for(checkpoint: Checkpoint) -> BaseModel:
     usable = [c for c in candidates if not _is_missing_local_path(c)]
     if not usable:
         raise CheckpointError(f"the base model of {checkpoint.path} is gone: {', '.join(dict.fromkeys(candidates))} not found")
-    given = info.get("model") if isinstance(info.get("model"), str) else usable[0]
-    backend_name = info.get("backend") if isinstance(info.get("backend"), str) else None
-    return BaseModel(name=usable[0], given_name=given, backend=backend_for(usable[0], backend_name))
+    return BaseModel(name=usable[0], given_name=record.model or usable[0], backend=backend_for(usable[0], record.backend))

@@ -20,8 +20,9 @@ from vlmft_cli.ckpt.processor_files import save_processor
 from vlmft_cli.ckpt.staging import check_destination, staged_directory
 from vlmft_cli.ckpt.verify import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from vlmft_cli.errors import CheckpointError
+from vlmft_cli.fsutil import atomic_write_text, sha256_file
 from vlmft_cli.reporting import NullReporter
-from vlmft_cli.runs import CONFIG_FILE, Checkpoint, Run, atomic_write_text, sha256_file
+from vlmft_cli.runs import CONFIG_FILE, RUN_FILE, Checkpoint, Run
 
 ADAPTER_FILES = (ADAPTER_WEIGHTS, ADAPTER_CONFIG)
 MODEL_CARD = "README.md"
@@ -48,7 +49,6 @@ def _copy_checked(checkpoint: Checkpoint, name: str, staging: Path) -> None:
 def card_facts(checkpoint: Checkpoint, base_name: str, base_source: str, backend: str) -> CardFacts:
     """Gather the model card's facts from the checkpoint, its marker and its run folder."""
     run = Run(checkpoint.run_dir)
-    info = run.info()
     marker_stage = (checkpoint.marker() or {}).get("stage")
     config_path = run.path / CONFIG_FILE
     return CardFacts(
@@ -60,7 +60,7 @@ def card_facts(checkpoint: Checkpoint, base_name: str, base_source: str, backend
         backend=backend,
         eval_loss=checkpoint.eval_loss,
         adapter_config=adapter_config(checkpoint),
-        run_info=info,
+        run_info=run.record().to_json() if (run.path / RUN_FILE).is_file() else {},
         config_text=config_path.read_text(encoding="utf-8") if config_path.is_file() else None,
     )
 

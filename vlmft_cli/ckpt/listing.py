@@ -89,10 +89,8 @@ def _relative_problem(problem: str | None, folder: Path) -> str | None:
 
 
 def summarize_run(run: Run) -> RunSummary:
-    info = run.info()
-    stage = info.get("stage") if isinstance(info.get("stage"), int) else None
-    model = info.get("model")
-    summary = RunSummary(run.name, run.path, stage, str(info.get("status", "unknown")), str(model) if model else None)
+    record = run.record()
+    summary = RunSummary(run.name, run.path, record.stage, str(record.status), record.model)
     checkpoints = run.checkpoints()
     problems = {c.step: _relative_problem(c.problem(), c.path) for c in checkpoints}
     best = best_checkpoint([c for c in checkpoints if problems[c.step] is None])
@@ -102,7 +100,7 @@ def summarize_run(run: Run) -> RunSummary:
             CheckpointSummary(
                 path=checkpoint.path,
                 step=checkpoint.step,
-                stage=marker_stage if isinstance(marker_stage, int) else stage,
+                stage=marker_stage if isinstance(marker_stage, int) else record.stage,
                 eval_loss=checkpoint.eval_loss,
                 size_bytes=tree_size(checkpoint.path),
                 problem=problems[checkpoint.step],
@@ -111,7 +109,7 @@ def summarize_run(run: Run) -> RunSummary:
         )
     staging = run.checkpoints_dir / STAGING_DIR
     if staging.exists():
-        summary.checkpoints.append(CheckpointSummary(staging, None, stage, None, tree_size(staging), STAGING_PROBLEM))
+        summary.checkpoints.append(CheckpointSummary(staging, None, record.stage, None, tree_size(staging), STAGING_PROBLEM))
     return summary
 
 

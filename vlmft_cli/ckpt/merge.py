@@ -18,9 +18,10 @@ from vlmft_cli.ckpt.listing import tree_size
 from vlmft_cli.ckpt.processor_files import save_processor
 from vlmft_cli.ckpt.staging import check_destination, staged_directory
 from vlmft_cli.errors import CheckpointError
+from vlmft_cli.fsutil import atomic_write_json
 from vlmft_cli.model_backend import LoadOptions, Precision
 from vlmft_cli.reporting import NullReporter
-from vlmft_cli.runs import Checkpoint, atomic_write_json, utc_now
+from vlmft_cli.runs import Checkpoint, utc_now
 
 MERGE_INFO = "vlmft_merge.json"
 

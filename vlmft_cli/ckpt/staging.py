@@ -1,4 +1,4 @@
-"""Writing an output folder all at once: build it in a hidden sibling, then rename it into place.
+"""Writing an output folder all at once: built in a hidden sibling, then renamed into place (`fsutil.staged_folder`).
 
 A crash leaves at most a `.{name}.partial-*` sibling, never a half-written destination. A non-empty
 destination is refused unless `force`; a folder holding one of the `protect`ed paths (e.g. the source
@@ -7,15 +7,12 @@ checkpoint) is refused always.
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from vlmft_cli.errors import CheckpointError
-from vlmft_cli.runs import fsync_dir
+from vlmft_cli.fsutil import staged_folder
 
 
 def check_destination(destination: Path, *, force: bool, protect: Sequence[Path] = ()) -> None:
@@ -33,21 +30,7 @@ def check_destination(destination: Path, *, force: bool, protect: Sequence[Path]
 
 @contextmanager
 def staged_directory(destination: Path, *, force: bool = False, protect: Sequence[Path] = ()) -> Iterator[Path]:
-    """Yield an empty temporary folder; on success it replaces `destination`, on failure it is removed."""
+    """`fsutil.staged_folder` after `check_destination`: on success the folder replaces `destination`."""
     check_destination(destination, force=force, protect=protect)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.parent / f".{destination.name}.partial-{uuid.uuid4().hex[:8]}"
-    partial.mkdir()
-    try:
+    with staged_folder(destination) as partial:
         yield partial
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    replaced = None
-    if destination.exists():
-        replaced = destination.parent / f".{destination.name}.replaced-{uuid.uuid4().hex[:8]}"
-        os.replace(destination, replaced)
-    os.replace(partial, destination)
-    fsync_dir(destination.parent)
-    if replaced is not None:
-        shutil.rmtree(replaced, ignore_errors=True)

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from vlmft_cli.errors import CheckpointError
-from vlmft_cli.runs import CHECKPOINT_PATTERN, MARKER_FILE, Checkpoint, find_run, latest_checkpoint, sha256_file
+from vlmft_cli.fsutil import sha256_file
+from vlmft_cli.runs import CHECKPOINT_PATTERN, MARKER_FILE, Checkpoint, find_run, latest_checkpoint
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"

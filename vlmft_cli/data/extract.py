@@ -63,6 +63,7 @@ from vlmft_cli.data.parts import (
 from vlmft_cli.data.records import RecordError, ShardReader, SourceShards, file_size, find_shards, parse_record
 from vlmft_cli.data.workers import default_workers, frame_pool
 from vlmft_cli.errors import DataError, VlmftError
+from vlmft_cli.fsutil import atomic_write_json
 from vlmft_cli.reporting import NullReporter, Reporter
 
 FORMAT_VERSION = 1
@@ -387,12 +388,6 @@ def _extract_pending(
     return len(pending)
 
 
-def _write_json_atomically(path: Path, data: Any, temp_dir: Path) -> None:
-    temp = temp_dir / f"{path.name}.tmp"
-    temp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(temp, path)
-
-
 def _metadata(
     options: ExtractOptions, fingerprint: dict[str, Any], stats: MergeStats, timings: dict[str, Any]
 ) -> dict[str, Any]:
@@ -442,7 +437,7 @@ def run_extract(options: ExtractOptions, reporter: Reporter | None = None) -> Ex
         if fingerprint_file.exists():
             _check_same_fingerprint(json.loads(fingerprint_file.read_text(encoding="utf-8")), fingerprint, out)
         else:
-            _write_json_atomically(fingerprint_file, fingerprint, temp_dir)
+            atomic_write_json(fingerprint_file, fingerprint, ensure_ascii=False, temp_dir=temp_dir)
         plan = _plan(source, sizes, parts_dir)
         done = sum(shard.selected_before is not None for shard in plan)
         reporter.info(
@@ -460,6 +455,6 @@ def run_extract(options: ExtractOptions, reporter: Reporter | None = None) -> Ex
             "total_s": round(time.monotonic() - started, 3),
         }
         metadata = _metadata(options, fingerprint, stats, timings)
-        _write_json_atomically(out / METADATA_FILE, metadata, temp_dir)
+        atomic_write_json(out / METADATA_FILE, metadata, ensure_ascii=False, temp_dir=temp_dir)
         shutil.rmtree(work, ignore_errors=True)
     return ExtractResult(out, metadata)

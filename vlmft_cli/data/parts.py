@@ -9,11 +9,12 @@ disk, so a part that exists is whole and its shard needs no more work.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from vlmft_cli.fsutil import atomic_write_text
 
 # Why a record is not in the output.
 SKIP_UNPARSEABLE = "unparseable_record"
@@ -71,13 +72,9 @@ def part_path(parts_dir: Path, shard: str) -> Path:
 
 
 def write_part(path: Path, summary: ShardSummary, entries: list[dict[str, Any]]) -> None:
-    """Write a whole part atomically (temporary name in the same folder, then rename)."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temp.open("w", encoding="utf-8") as handle:
-        handle.write(json.dumps(asdict(summary), ensure_ascii=False) + "\n")
-        for entry in sorted(entries, key=lambda e: e["record"]):
-            handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
-    os.replace(temp, path)
+    """Write a whole part atomically (temporary name in the same folder, fsync, then rename)."""
+    lines = [asdict(summary), *sorted(entries, key=lambda e: e["record"])]
+    atomic_write_text(path, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
 
 
 def read_summary(path: Path) -> ShardSummary:

@@ -15,10 +15,10 @@ from typing import Any
 import torch
 
 from vlmft_cli.evaluate.prompts import GenerationJob
-from vlmft_cli.model_backend import EncodedSample, ModelBackend
+from vlmft_cli.model_backend import EncodedSample, ModelBackend, pad_token_id
+from vlmft_cli.pipeline.dataset import load_frames
+from vlmft_cli.pipeline.examples import Example
 from vlmft_cli.reporting import NullReporter, Reporter
-from vlmft_cli.training.dataset import load_frames
-from vlmft_cli.training.examples import Example
 
 
 def left_pad(samples: Sequence[EncodedSample], pad_token_id: int) -> dict[str, torch.Tensor]:
@@ -126,7 +126,7 @@ def generate_answers(
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError("batch_size and max_new_tokens must be at least 1")
     reporter = reporter or NullReporter()
-    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+    pad_id = pad_token_id(tokenizer, stop_ids[0])
     was_training = model.training
     model.eval()
     answers: list[str] = []
@@ -134,7 +134,7 @@ def generate_answers(
         with reporter.progress("generate", total=len(jobs), unit="answers") as task:
             for start in range(0, len(jobs), batch_size):
                 chunk = jobs[start : start + batch_size]
-                new_tokens = generate_batch(model, [encode(job) for job in chunk], pad_token_id=pad_token_id, stop_ids=stop_ids, max_new_tokens=max_new_tokens, device=device)
+                new_tokens = generate_batch(model, [encode(job) for job in chunk], pad_token_id=pad_id, stop_ids=stop_ids, max_new_tokens=max_new_tokens, device=device)
                 answers += [decode_answer(tokenizer, tokens, stop_ids) for tokens in new_tokens]
                 task.advance(len(chunk))
     finally:

@@ -16,7 +16,7 @@ from typing import Any
 
 from vlmft_cli.evaluate.prompts import GenerationJob
 from vlmft_cli.evaluate.scoring import AnswerScores, ScoredAnswer, group_scores
-from vlmft_cli.training.examples import Example
+from vlmft_cli.pipeline.examples import Example
 
 OVERALL = "overall"
 

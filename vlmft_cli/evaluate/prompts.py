@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vlmft_cli.model_backend import Turn
-from vlmft_cli.training.examples import Example
+from vlmft_cli.pipeline.examples import Example
 
 
 @dataclass(frozen=True)

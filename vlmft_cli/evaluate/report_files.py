@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmft_cli.evaluate.metrics import Prediction
-from vlmft_cli.runs import atomic_write_json, atomic_write_text
+from vlmft_cli.fsutil import atomic_write_json, atomic_write_text
 
 METRICS_FILE = "metrics.json"
 MARKDOWN_FILE = "metrics.md"

@@ -3,7 +3,7 @@
 It resolves what to evaluate (`target`), loads the split with the same length policy as training, loads
 the base model with the run's precision and attention and puts the checkpoint's adapter on it
 (`PeftModel.from_pretrained`, no optimizer), measures teacher-forced loss and perplexity
-(`training.evaluation.evaluate_loss`), optionally generates an answer to every question with its true
+(`evaluate.loss.evaluate_loss`), optionally generates an answer to every question with its true
 history and scores it, and writes metrics.json, metrics.md and predictions.jsonl.
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 from vlmft_cli import runs
 from vlmft_cli.errors import DataError
 from vlmft_cli.evaluate.target import EvalRequest, EvalTarget, resolve_target
+from vlmft_cli.model_backend import pad_token_id
 from vlmft_cli.reporting import NullReporter, Reporter
 
 __all__ = ["EvalReport", "EvalRequest", "evaluate_checkpoint"]
@@ -52,8 +53,8 @@ def load_model(target: EvalTarget, reporter: Reporter) -> LoadedForEval:
     """The base model with the checkpoint's adapter (if any), with the target's precision and attention."""
     from vlmft_cli.attention import select_attention
     from vlmft_cli.backends import backend_for
-    from vlmft_cli.training.model import check_attention, load_options
-    from vlmft_cli.training.run import pick_device
+    from vlmft_cli.lora_model import check_attention, load_options
+    from vlmft_cli.runtime import pick_device
 
     settings = target.settings
     device = pick_device(target.profile)
@@ -85,13 +86,14 @@ def evaluate_checkpoint(request: EvalRequest, reporter: Reporter | None = None) 
     reporter = reporter or NullReporter()
     started = time.monotonic()
     from vlmft_cli.evaluate.generation import PromptEncoder, generate_answers, stop_token_ids
+    from vlmft_cli.evaluate.loss import evaluate_loss
     from vlmft_cli.evaluate.metrics import Prediction, merge_groups
     from vlmft_cli.evaluate.prompts import generation_jobs
     from vlmft_cli.evaluate.report_files import METRICS_FILE, write_eval_files
     from vlmft_cli.evaluate.scoring import score_answer
-    from vlmft_cli.training.dataset import Collator, ExampleDataset
-    from vlmft_cli.training.evaluation import evaluate_loss
-    from vlmft_cli.training.run import load_split, quiet_libraries, stage_file
+    from vlmft_cli.pipeline.dataset import Collator, ExampleDataset
+    from vlmft_cli.pipeline.splits import load_split, stage_file
+    from vlmft_cli.runtime import quiet_libraries
 
     quiet_libraries()
     target = resolve_target(request, reporter)
@@ -108,7 +110,7 @@ def evaluate_checkpoint(request: EvalRequest, reporter: Reporter | None = None) 
     batch_size = request.batch_size or settings.eval_batch_size
     tokenizer = processor.tokenizer
     stop_ids = stop_token_ids(backend, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+    pad_id = pad_token_id(tokenizer, stop_ids[0])
     dataset = ExampleDataset(examples, settings.data, backend, processor)
     loss = evaluate_loss(model, dataset, Collator(backend, pad_id), batch_size=batch_size, device=device, reporter=reporter)
 

@@ -1,7 +1,8 @@
 """What an evaluation evaluates, with which settings, and where its files go.
 
 A checkpoint is evaluated with its run's own settings (model, backend, frames, max length, frame
-sampling, precision…) from the run's config.yaml, so inputs match training. Evaluating a run on the
+sampling, precision…) from the run's config.yaml, so inputs match training: the one settings resolver
+puts them under what `eval` was given, as a resume does. Evaluating a run on the
 other stage's data (the curriculum ablation) takes that stage's default frames and max length, as a run
 trained on it would. `--profile` replaces the hardware settings (for evaluating on another machine).
 The base model alone ("zero-shot") takes the stage defaults and the profile, like a new run.
@@ -17,13 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from vlmft_cli import runs
 from vlmft_cli.errors import ConfigError
-from vlmft_cli.profiles import Profile, load_profile
+from vlmft_cli.profiles import Profile
 from vlmft_cli.reporting import NullReporter, Reporter
-from vlmft_cli.settings import STAGE_DEFAULTS, Settings, resolve_settings
+from vlmft_cli.run_record import RunRecord
+from vlmft_cli.settings import (
+    SOURCE_STAGE,
+    STAGE_DEFAULTS,
+    ResolvedSettings,
+    Settings,
+    load_stored_settings,
+    resolve_settings,
+)
 
 EVAL_DIR = "eval"
 BASE_MODEL_REFS = (None, "", "none")
@@ -71,18 +78,18 @@ class EvalTarget:
 
     def describe(self) -> dict[str, Any]:
         """The model part of metrics.json."""
-        info = runs.Run(self.checkpoint.run_dir).info() if self.checkpoint else {}
+        record = runs.Run(self.checkpoint.run_dir).record() if self.checkpoint else RunRecord()
         return {
             "label": self.label,
             "model": self.settings.model,
-            "backend": info.get("backend", self.settings.backend),
-            "base_model": info.get("base_model"),
+            "backend": record.backend or self.settings.backend,
+            "base_model": record.base_model,
             "checkpoint": str(self.checkpoint.path) if self.checkpoint else None,
             "step": self.step,
             "run": self.checkpoint.run_dir.name if self.checkpoint else None,
             "run_path": str(self.checkpoint.run_dir) if self.checkpoint else None,
-            "trained_stage": info.get("stage"),
-            "parent": info.get("parent"),
+            "trained_stage": record.stage,
+            "parent": record.parent.model_dump() if record.parent else None,
         }
 
 
@@ -100,45 +107,29 @@ def output_folder_name(stage: int, split: str, step: int, limit: int | None) -> 
     return f"stage{stage}-{split}-step{step}" + (f"-limit{limit}" if limit else "")
 
 
-def _validated(values: dict[str, Any], where: str) -> Settings:
-    try:
-        return Settings(**values)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(part) for part in first["loc"]) or "settings"
-        raise ConfigError(f"invalid setting {key} for evaluating {where}: {first['msg']}") from None
-
-
-def _checkpoint_settings(request: EvalRequest, checkpoint: runs.Checkpoint, reporter: Reporter) -> tuple[Settings, Profile]:
-    from vlmft_cli.training.run import load_run_settings
-
-    trained = load_run_settings(runs.Run(checkpoint.run_dir))
-    if request.model and request.model != trained.model:
+def _checkpoint_settings(request: EvalRequest, checkpoint: runs.Checkpoint, reporter: Reporter) -> ResolvedSettings:
+    """The run's stored settings with what `eval` was given on top, by the one settings resolver."""
+    run = runs.Run(checkpoint.run_dir)
+    stored = load_stored_settings(run.path / runs.CONFIG_FILE, origin=f"run {run.name}")
+    trained_model, trained_stage = stored.values.get("model"), int(stored.values.get("stage") or 1)
+    if request.model and request.model != trained_model:
         raise ConfigError(
-            f"checkpoint {checkpoint.path} is an adapter for {trained.model!r}, not {request.model!r}",
+            f"checkpoint {checkpoint.path} is an adapter for {trained_model!r}, not {request.model!r}",
             hint="leave out --model with --checkpoint, or pass --checkpoint none to evaluate the base model",
         )
-    stage = request.stage or trained.stage
-    values = trained.model_dump()
-    values["stage"] = stage
-    if stage != trained.stage:
-        values.update({key: STAGE_DEFAULTS[stage][key] for key in INPUT_KEYS})
-        reporter.info(f"the run trained stage {trained.stage}; stage-{stage} data is evaluated with that stage's defaults " + ", ".join(f"{key} {values[key]}" for key in INPUT_KEYS))
-    profile = load_profile(request.profile or trained.profile)
-    if request.profile:
-        values.update(profile.values_for_stage(stage))
-        values["profile"] = request.profile
-    for key in ("data", "home", "backend"):
-        given = getattr(request, key)
-        if given is not None:
-            values[key] = given
-    return _validated(values, str(checkpoint.path)), profile
+    stage = request.stage or trained_stage
+    over_stored = None
+    if stage != trained_stage:
+        inputs = {key: STAGE_DEFAULTS[stage][key] for key in INPUT_KEYS}
+        over_stored = (inputs, SOURCE_STAGE.format(stage=stage))
+        reporter.info(f"the run trained stage {trained_stage}; stage-{stage} data is evaluated with that stage's defaults " + ", ".join(f"{key} {value}" for key, value in inputs.items()))
+    flags = {"data": request.data, "home": request.home, "backend": request.backend}
+    return resolve_settings(stage=stage, profile=request.profile, cli=flags, stored=stored, over_stored=over_stored)
 
 
-def _base_model_settings(request: EvalRequest) -> tuple[Settings, Profile]:
+def _base_model_settings(request: EvalRequest) -> ResolvedSettings:
     cli = {"model": request.model, "backend": request.backend, "data": request.data, "home": request.home, "out": request.runs_dir}
-    resolved = resolve_settings(stage=request.stage or 1, profile=request.profile, cli=cli)
-    return resolved.settings, resolved.profile
+    return resolve_settings(stage=request.stage or 1, profile=request.profile, cli=cli)
 
 
 def resolve_target(request: EvalRequest, reporter: Reporter | None = None) -> EvalTarget:
@@ -150,10 +141,11 @@ def resolve_target(request: EvalRequest, reporter: Reporter | None = None) -> Ev
         raise ConfigError("--limit must be at least 1")
     if is_base_model(request.checkpoint):
         checkpoint = None
-        settings, profile = _base_model_settings(request)
+        resolved = _base_model_settings(request)
     else:
         checkpoint = runs.resolve_checkpoint(request.runs_dir, str(request.checkpoint), reporter=reporter)
-        settings, profile = _checkpoint_settings(request, checkpoint, reporter)
+        resolved = _checkpoint_settings(request, checkpoint, reporter)
+    settings, profile = resolved.settings, resolved.profile
     if settings.data is None:
         raise ConfigError("no data folder to evaluate on: pass --data DIR (what `vlmft data extract` wrote)")
     folder = output_folder_name(settings.stage, request.split, checkpoint.step if checkpoint else 0, request.limit)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmft_cli import runs
+from vlmft_cli.run_record import RunRecord
 
 
 def _floats(rows: list[dict[str, str]], key: str) -> list[float | None]:
@@ -31,7 +32,7 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 @dataclass
 class RunData:
     run: runs.Run
-    info: dict[str, Any]
+    record: RunRecord
     train: list[dict[str, str]]
     evals: list[dict[str, str]]
     evaluations: list[dict[str, Any]] = field(default_factory=list)  # metrics.json documents, oldest first
@@ -39,7 +40,7 @@ class RunData:
 
     @property
     def label(self) -> str:
-        return f"stage {self.info.get('stage', '?')} ({self.run.name})"
+        return f"stage {self.record.stage or '?'} ({self.run.name})"
 
     def series(self, rows: list[dict[str, str]], key: str) -> tuple[list[float], list[float]]:
         steps, values = _floats(rows, "step"), _floats(rows, key)
@@ -55,7 +56,7 @@ def load_run(run: runs.Run) -> RunData:
         except (OSError, ValueError):
             continue
     evaluations.sort(key=lambda doc: str(doc.get("created", "")))
-    return RunData(run, run.info(), read_rows(run.logs_dir / "train_metrics.csv"), read_rows(run.logs_dir / "eval_metrics.csv"), evaluations)
+    return RunData(run, run.record(), read_rows(run.logs_dir / runs.TRAIN_METRICS), read_rows(run.logs_dir / runs.EVAL_METRICS), evaluations)
 
 
 def chain_order(items: list[RunData]) -> list[RunData]:
@@ -66,7 +67,7 @@ def chain_order(items: list[RunData]) -> list[RunData]:
     def visit(item: RunData) -> None:
         if item in ordered:
             return
-        parent_path = (item.info.get("parent") or {}).get("run_path")
+        parent_path = item.record.parent.run_path if item.record.parent else None
         parent = by_path.get(str(Path(parent_path).resolve())) if parent_path else None
         if parent is not None:
             visit(parent)
@@ -74,6 +75,6 @@ def chain_order(items: list[RunData]) -> list[RunData]:
             item.step_offset = int(last[-1]) if last else parent.step_offset
         ordered.append(item)
 
-    for item in sorted(items, key=lambda i: str(i.info.get("created", ""))):
+    for item in sorted(items, key=lambda i: i.record.created or ""):
         visit(item)
     return ordered

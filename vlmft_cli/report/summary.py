@@ -9,6 +9,7 @@ from typing import Any
 
 from vlmft_cli import runs
 from vlmft_cli.errors import CheckpointError
+from vlmft_cli.fsutil import atomic_write_text
 from vlmft_cli.report.plots import scores_by_task, training_curves
 from vlmft_cli.report.runs_data import RunData, chain_order, load_run
 
@@ -50,19 +51,18 @@ def markdown(items: list[RunData], images: list[Path]) -> str:
     for item in items:
         h = headline(item)
         lines.append(
-            f"| {item.run.name} | {item.info.get('stage', '?')} | {item.info.get('status', '?')} | {h['steps']} | {_num(h['final_train_loss'])} | "
+            f"| {item.run.name} | {item.record.stage or '?'} | {item.record.status} | {h['steps']} | {_num(h['final_train_loss'])} | "
             f"{_num(h['best_eval_loss'])} | {_num(h['median_step_time_s'], 3)} | {_num(h['median_tokens_per_s'], 4)} | {_num(h['peak_memory_gb'], 3)} |"
         )
     lines += ["", "## Lineage", ""]
     for item in items:
-        info = item.info
-        parent = info.get("parent") or {}
-        data = (info.get("data") or {}).get("files", {})
-        lines.append(f"- **{item.run.name}**: model `{info.get('model')}` ({info.get('backend')}), profile `{info.get('profile')}`, attention `{info.get('attention')}`")
-        lines.append(f"  - started from: {parent.get('checkpoint', 'the base model')}")
-        for split, meta in data.items():
-            lines.append(f"  - {split} data: `{meta.get('path')}` ({meta.get('lines')} lines, sha256 {str(meta.get('sha256', ''))[:12]}…)")
-        versions = info.get("versions") or {}
+        record = item.record
+        files = record.data.files if record.data else {}
+        lines.append(f"- **{item.run.name}**: model `{record.model}` ({record.backend}), profile `{record.profile}`, attention `{record.attention}`")
+        lines.append(f"  - started from: {record.parent.checkpoint if record.parent else 'the base model'}")
+        for split, meta in files.items():
+            lines.append(f"  - {split} data: `{meta.path}` ({meta.lines} lines, sha256 {meta.sha256[:12]}…)")
+        versions = record.versions
         lines.append("  - versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     evaluated = [(item, doc) for item in items for doc in item.evaluations]
     if evaluated:
@@ -89,5 +89,5 @@ def build_report(refs: list[str], experiments: Path, out: Path) -> Report:
     if bars is not None:
         images.append(bars)
     summary = out / SUMMARY_FILE
-    runs.atomic_write_text(summary, markdown(items, images))
+    atomic_write_text(summary, markdown(items, images))
     return Report(out=out, files=[*images, summary], runs=[item.run.name for item in items])

@@ -1,2 +1,2 @@
-"""Training: turning processed data into model inputs, the two-stage curriculum on transformers' Trainer,
-checkpoints that survive crashes, and resuming them."""
+"""Training: the two-stage curriculum on transformers' Trainer, checkpoints that survive crashes, and
+resuming them. Model inputs come from `vlmft_cli.pipeline`, shared with evaluation and the benchmarks."""

@@ -15,6 +15,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from vlmft_cli import runs
 from vlmft_cli.reporting import Reporter
 from vlmft_cli.training.memory import MemoryCap, peak_memory_gb
 
@@ -40,7 +41,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def truncate_csv_after(path: Path, step: int) -> None:
     """Drop rows logged after `step` (work lost in a crash), so a resumed log reads straight through."""
-    from vlmft_cli.runs import atomic_write_text
+    from vlmft_cli.fsutil import atomic_write_text
 
     rows = read_csv(path)
     if not rows:
@@ -77,8 +78,8 @@ class MetricsCallback(TrainerCallback):
 
     def __init__(self, trainer: Any, logs_dir: Path, reporter: Reporter, task_types: list[str], log: logging.Logger) -> None:
         self.trainer = trainer
-        self.train_csv = logs_dir / "train_metrics.csv"
-        self.eval_csv = logs_dir / "eval_metrics.csv"
+        self.train_csv = logs_dir / runs.TRAIN_METRICS
+        self.eval_csv = logs_dir / runs.EVAL_METRICS
         self.eval_columns = ["step", "loss", "perplexity", *(f"loss_{t}" for t in task_types)]
         self.reporter = reporter
         self.log = log
@@ -210,6 +211,12 @@ class StopCallback(TrainerCallback):
             control.should_training_stop = True
 
 
+def loss_change_message(before: float, after: float) -> str:
+    """The loss after a resume against before it, with the signed relative change (a drop is negative)."""
+    change = (after - before) / max(abs(before), 1e-8)
+    return f"loss after resume {after:.4f} vs {before:.4f} before it ({change:+.1%})"
+
+
 class ResumeCheckCallback(TrainerCallback):
     """After a resume, compares the first logged losses with the last ones before the checkpoint."""
 
@@ -230,10 +237,9 @@ class ResumeCheckCallback(TrainerCallback):
             return
         self.done = True
         before, after = statistics.mean(self.previous), statistics.mean(self.seen)
-        change = abs(after - before) / max(abs(before), 1e-8)
-        message = f"loss after resume {after:.4f} vs {before:.4f} before it ({change:+.0%} change)"
+        message = loss_change_message(before, after)
         self.log.info(message)
-        if change > self.tolerance:
+        if abs(after - before) / max(abs(before), 1e-8) > self.tolerance:
             self.reporter.warning(f"{message}: more than {self.tolerance:.0%} apart; check that the right checkpoint and data were used")
         else:
             self.reporter.info(message)

@@ -10,11 +10,9 @@ fetching data) all line up with the plan.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,11 +21,12 @@ from transformers.trainer_utils import seed_worker
 
 from vlmft_cli import runs
 from vlmft_cli.errors import CheckpointError
+from vlmft_cli.evaluate.loss import EvalResult, evaluate_loss
+from vlmft_cli.fsutil import replace_folder
+from vlmft_cli.pipeline.dataset import ExampleDataset
+from vlmft_cli.pipeline.packed_dataset import STAT_KEYS
+from vlmft_cli.pipeline.sampling import SeededOrderSampler
 from vlmft_cli.reporting import NullReporter, Reporter
-from vlmft_cli.training.dataset import ExampleDataset
-from vlmft_cli.training.evaluation import EvalResult, evaluate_loss
-from vlmft_cli.training.packed_dataset import STAT_KEYS
-from vlmft_cli.training.sampling import SeededOrderSampler
 
 #: A pickle the Trainer writes into every checkpoint and never needs to resume; we never unpickle it.
 TRAINING_ARGS_PICKLE = "training_args.bin"
@@ -59,9 +58,17 @@ class CurriculumTrainer(Trainer):
         self.tokens_seen = 0
         self.samples_seen = 0
         self.last_eval: tuple[int, EvalResult] | None = None
-        self._staging_root: Path | None = None
 
     # --- data ------------------------------------------------------------------------------------
+
+    # Overrides, and why each is needed (the private ones are kept to these three):
+    # - _get_train_sampler (private): the training order must be a pure function of (seed, epoch, lengths),
+    #   so a resume replays it without reading data; the Trainer's own sampler is not.
+    # - get_train_dataloader: a packed run's micro-batches come from our batch plan (a batch sampler).
+    # - _run_epoch (private): see there.
+    # - compute_loss: counts tokens and QAs for the metrics, and drops the packed batch's counters.
+    # - evaluate: teacher-forced loss per task type with logits only at answer positions.
+    # - _save_checkpoint (private): checkpoints are staged, marked complete, then renamed into place.
 
     def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
         return self.order_sampler
@@ -119,11 +126,6 @@ class CurriculumTrainer(Trainer):
 
     # --- checkpoints -----------------------------------------------------------------------------
 
-    def _get_output_dir(self, trial: Any) -> str:
-        if self._staging_root is not None:
-            return str(self._staging_root)
-        return super()._get_output_dir(trial)
-
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         step = self.state.global_step
         try:
@@ -142,11 +144,11 @@ class CurriculumTrainer(Trainer):
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
         self.accelerator.wait_for_everyone()
-        self._staging_root = staging
+        output_dir, self.args.output_dir = self.args.output_dir, str(staging)  # the Trainer saves under args.output_dir
         try:
             super()._save_checkpoint(model, trial)
         finally:
-            self._staging_root = None
+            self.args.output_dir = output_dir
         self.accelerator.wait_for_everyone()  # every rank's RNG state is in before the folder moves
         if not self.args.should_save:
             return
@@ -157,14 +159,8 @@ class CurriculumTrainer(Trainer):
             extra["eval_loss"] = self.last_eval[1].overall.loss
         runs.write_marker(written, step, extra)
         final = self.run.checkpoints_dir / f"checkpoint-{step}"
-        if final.exists():  # re-saving a step (e.g. an interrupt right after a save): replace it whole
-            doomed = staging / f"replaced-{step}"
-            os.rename(final, doomed)
-            os.rename(written, final)
-            shutil.rmtree(doomed, ignore_errors=True)
-        else:
-            os.rename(written, final)
-        runs.fsync_dir(self.run.checkpoints_dir)
+        # Re-saving a step (an interrupt right after a save) replaces it whole; the old one waits in .staging.
+        replace_folder(written, final, aside_dir=staging)
         shutil.rmtree(staging, ignore_errors=True)
         self.reporter.info(f"Saved checkpoint: step={step} → {final}")
         self._prune()

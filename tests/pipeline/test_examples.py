@@ -5,8 +5,8 @@ import pytest
 from vlmft_cli.backends import backend_for
 from vlmft_cli.data.schema import iter_samples
 from vlmft_cli.model_backend import IGNORE_INDEX
-from vlmft_cli.training.dataset import ExampleDataset
-from vlmft_cli.training.examples import build_examples, sample_turns, subset
+from vlmft_cli.pipeline.dataset import ExampleDataset
+from vlmft_cli.pipeline.examples import build_examples, sample_turns, subset
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_subset_keeps_whole_videos(processed_data):
 
 
 def test_sampled_frames_are_timed_from_the_clip_rate():
-    from vlmft_cli.training.examples import sampled_fps
+    from vlmft_cli.pipeline.examples import sampled_fps
 
     assert sampled_fps(None, [0, 5, 10, 15]) is None
     assert sampled_fps(3.0, [0, 5, 10, 15]) == pytest.approx(0.6)

@@ -1,5 +1,5 @@
-"""Extraction throughput against its ceiling: the bare decode → resize → encode loop on the same frames,
-with the same number of worker processes.
+"""`vlmft bench extract`: extraction throughput against its ceiling, the bare decode → resize → encode loop
+on the same frames, with the same number of worker processes.
 
 Both timings include starting their process pool; tensorflow is imported before either starts. The two
 run alternately (three times by default) and each figure is the best of its runs, which keeps load from
@@ -10,6 +10,9 @@ The same ratio from CPU time (this process and its workers; `cpu_ratio`) is less
 Peak memory is sampled every 50 ms during the first extraction: the resident set of this process, of its
 largest worker and of all of them together, in MiB. (`getrusage` cannot tell: a spawned worker inherits
 its parent's high-water mark from the fork that precedes its exec.)
+
+The result is a benchmark document (`results`) with one entry, keyed by frame size and JPEG quality;
+torch is never imported (the device is the host, `device.host_info`).
 """
 
 from __future__ import annotations
@@ -21,13 +24,13 @@ import shutil
 import tempfile
 import threading
 from concurrent.futures import wait
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import psutil
 
+from vlmft_cli.bench.device import host_info
+from vlmft_cli.bench.results import BenchDocument, Entry
 from vlmft_cli.bench.timing import WallCpu, timed
 from vlmft_cli.data.extract import ExtractOptions, run_extract
 from vlmft_cli.data.frames import transcode_only
@@ -38,38 +41,6 @@ from vlmft_cli.reporting import NullReporter, Reporter
 
 TARGET_RATIO = 0.75
 _VIDEOS_PER_TASK = 4
-
-
-@dataclass(frozen=True)
-class BenchResult:
-    source: str
-    workers: int
-    size: int
-    quality: int
-    repeat: int
-    records: int
-    frames: int
-    extract_s: float
-    extract_records_per_s: float
-    extract_frames_per_s: float
-    loop_s: float
-    loop_records_per_s: float
-    loop_frames_per_s: float
-    ratio: float
-    extract_cpu_s: float  # CPU time of this process and its workers
-    loop_cpu_s: float
-    cpu_ratio: float  # loop CPU ÷ extract CPU: the same ratio, less disturbed by other load
-    target_ratio: float
-    peak_rss_main_mib: float
-    peak_rss_worker_mib: float
-    peak_rss_total_mib: float
-
-    @property
-    def meets_target(self) -> bool:
-        return self.ratio >= self.target_ratio
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "meets_target": self.meets_target}
 
 
 class PeakMemory:
@@ -147,7 +118,7 @@ def _bare_loop(videos: list[list[bytes]], workers: int, size: int, quality: int)
             task.result()
 
 
-def run_extract_benchmark(
+def measure_extract(
     source: str,
     workers: int | None = None,
     size: int = 288,
@@ -155,7 +126,7 @@ def run_extract_benchmark(
     limit: int | None = None,
     repeat: int = 3,
     reporter: Reporter | None = None,
-) -> BenchResult:
+) -> BenchDocument:
     """Extract `source` into a temporary folder and run the bare loop on the same frames, alternately
     `repeat` times; each figure is the best of its runs (the least disturbed by other load)."""
     reporter = reporter or NullReporter()
@@ -182,26 +153,28 @@ def run_extract_benchmark(
     extract_s, loop_s = min(t.wall_s for t in extract_times), min(t.wall_s for t in loop_times)
     extract_cpu_s, loop_cpu_s = min(t.cpu_s for t in extract_times), min(t.cpu_s for t in loop_times)
     extract_fps, loop_fps = frames / extract_s, frames / loop_s
-    return BenchResult(
-        source=str(source),
-        workers=workers,
-        size=size,
-        quality=quality,
-        repeat=repeat,
-        records=records,
-        frames=frames,
-        extract_s=round(extract_s, 3),
-        extract_records_per_s=round(records / extract_s, 2),
-        extract_frames_per_s=round(extract_fps, 1),
-        loop_s=round(loop_s, 3),
-        loop_records_per_s=round(len(videos) / loop_s, 2),
-        loop_frames_per_s=round(loop_fps, 1),
-        ratio=round(extract_fps / loop_fps, 3),
-        extract_cpu_s=round(extract_cpu_s, 3),
-        loop_cpu_s=round(loop_cpu_s, 3),
-        cpu_ratio=round(loop_cpu_s / extract_cpu_s, 3),
-        target_ratio=TARGET_RATIO,
-        peak_rss_main_mib=_mib(memory.main),
-        peak_rss_worker_mib=_mib(memory.worker),
-        peak_rss_total_mib=_mib(memory.total),
-    )
+    ratio = round(extract_fps / loop_fps, 3)
+    metrics: dict[str, float | None] = {
+        "extract_s": round(extract_s, 3),
+        "extract_records_per_s": round(records / extract_s, 2),
+        "extract_frames_per_s": round(extract_fps, 1),
+        "loop_s": round(loop_s, 3),
+        "loop_records_per_s": round(len(videos) / loop_s, 2),
+        "loop_frames_per_s": round(loop_fps, 1),
+        "ratio": ratio,
+        "extract_cpu_s": round(extract_cpu_s, 3),
+        "loop_cpu_s": round(loop_cpu_s, 3),
+        "cpu_ratio": round(loop_cpu_s / extract_cpu_s, 3),
+        "peak_rss_main_mib": _mib(memory.main),
+        "peak_rss_worker_mib": _mib(memory.worker),
+        "peak_rss_total_mib": _mib(memory.total),
+    }
+    details = {"records": records, "frames": frames, "target_ratio": TARGET_RATIO, "meets_target": ratio >= TARGET_RATIO}
+    parameters = {"source": str(source), "workers": workers, "size": size, "quality": quality, "limit": limit, "repeat": repeat}
+    notes = {
+        "ratio": f"extract frames/s ÷ bare-loop frames/s, each the best of {repeat} alternating runs; target ≥ {TARGET_RATIO:g}",
+        "cpu_ratio": "bare-loop CPU seconds ÷ extract CPU seconds (this process and its workers): the same ratio, less disturbed by other load",
+        "memory": "peak resident set during the first extraction, sampled every 50 ms: this process, its largest worker, all together (MiB)",
+    }
+    entry = Entry(key={"size": size, "quality": quality}, metrics=metrics, details=details)
+    return BenchDocument(bench="extract", device=host_info("cpu"), parameters=parameters, entries=[entry], notes=notes)

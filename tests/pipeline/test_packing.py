@@ -1,6 +1,7 @@
 """The packed objective equals the unpacked one: on the tiny model in float32, a step of QAs packed per
 video gives the same loss and the same LoRA gradients as the same QAs one per sample, under the
-Trainer's normalisation (summed answer-token loss over the step's label tokens)."""
+Trainer's normalisation (summed answer-token loss over the step's label tokens). And a packed sequence is
+encoded at its clip's frame rate, as an unpacked sample is."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from peft import LoraConfig, get_peft_model
 from vlmft_cli.backends import backend_for
 from vlmft_cli.data.schema import iter_samples
 from vlmft_cli.model_backend import IGNORE_INDEX, LoadOptions
-from vlmft_cli.training.dataset import Collator, ExampleDataset
-from vlmft_cli.training.examples import build_examples
-from vlmft_cli.training.packed_dataset import STAT_KEYS, PackedCollator, PackedDataset
-from vlmft_cli.training.packing import PackingData
+from vlmft_cli.pipeline.dataset import Collator, ExampleDataset
+from vlmft_cli.pipeline.examples import build_examples
+from vlmft_cli.pipeline.packed_dataset import STAT_KEYS, PackedCollator, PackedDataset
+from vlmft_cli.pipeline.packing import PackingData
 
 TOLERANCE = 1e-5
 
@@ -92,3 +93,26 @@ def test_packed_step_equals_unpacked_step(setup, vlmft_home, implementation):
     _, leaky_grads, _ = step(model, [leaky])
     leaky_flat = torch.cat([leaky_grads[name].flatten() for name in grads])
     assert relative(leaky_flat, flat) > 100 * max(relative(packed_flat, flat), 1e-7)
+
+
+def test_a_packed_sequence_is_encoded_at_its_clips_frame_rate(tmp_path):
+    """Like `ExampleDataset`, the packed dataset hands the backend the frame rate of the sampled frames."""
+    from PIL import Image
+
+    from vlmft_cli.model_backend import EncodedSample, PackedLayout, Turn
+    from vlmft_cli.pipeline.examples import Example
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "frame.jpg")
+    turns = (Turn("user", "q"), Turn("assistant", "a"))
+    examples = [Example(id=f"v-{qa}", images=("frame.jpg",), turns=turns, turn_info=(), video_id="v", length=10 + qa, fps=1.5) for qa in range(2)]
+    data = PackingData.from_examples(examples, lambda frames: 8, 64)
+
+    class Recording:
+        def encode_packed(self, processor, frames, turns, fps=None):
+            self.call = (len(frames), len(turns), fps)
+            ids = torch.zeros(8 + 2 + 3, dtype=torch.long)
+            return EncodedSample(input_ids=ids, labels=ids, pixel_values=torch.zeros(1, 3, 8, 8), num_image_tokens=8, packed=PackedLayout(8, (2, 3)))
+
+    backend = Recording()
+    assert len(PackedDataset(examples, tmp_path, backend, None, data)[(0, 1)]) == 13
+    assert backend.call == (1, 4, 1.5)

@@ -11,6 +11,9 @@ architecture family) with the text and vision sizes of `MID_SIZE` and 448-px fra
 256 tokens as in the real InternVL3 and frames dominate a stage-1 sample as they do in RoboVQA. It is
 written once under `home/bench/`. The sizes are set through the Hugging Face `text_config` /
 `vision_config` keys that InternVL-style configs carry.
+
+The result is a benchmark document (`results`) with one entry keyed by the model and the batch sizes:
+tokens and median QAs/s both ways and their ratios as metrics, every timed step's QAs/s in the details.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ import shutil
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vlmft_cli.bench.device import device_info
+from vlmft_cli.bench.results import BenchDocument, Entry
 from vlmft_cli.errors import ConfigError, DataError
 from vlmft_cli.reporting import NullReporter, Reporter
 
@@ -40,8 +45,11 @@ SPEED_TARGET = 2.0
 
 
 @dataclass
-class PackingBenchResult:
+class PackingFigures:
+    """What one packing benchmark measured (see `packing_document` for the document it becomes)."""
+
     model: str
+    bench_model: str  # the folder of the random-weight benchmark model
     global_batch_size: int
     micro_batch_size: int
     packed_accumulation: int
@@ -71,16 +79,40 @@ class PackingBenchResult:
     def speedup(self) -> float:
         return self.median_packed / self.median_unpacked
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            **asdict(self),
-            "token_ratio": round(self.token_ratio, 4),
-            "token_target": TOKEN_TARGET,
-            "median_packed_qas_per_s": round(self.median_packed, 4),
-            "median_unpacked_qas_per_s": round(self.median_unpacked, 4),
-            "speedup": round(self.speedup, 3),
-            "speed_target": SPEED_TARGET,
-        }
+
+def packing_document(figures: PackingFigures, parameters: dict[str, Any]) -> BenchDocument:
+    """The benchmark document of `figures`: one entry, keyed by the model and the batch sizes."""
+    token_ratio, speedup = round(figures.token_ratio, 4), round(figures.speedup, 3)
+    metrics: dict[str, float | None] = {
+        "tokens_unpacked": figures.tokens_unpacked,
+        "tokens_packed": figures.tokens_packed,
+        "token_ratio": token_ratio,
+        "median_unpacked_qas_per_s": round(figures.median_unpacked, 4),
+        "median_packed_qas_per_s": round(figures.median_packed, 4),
+        "speedup": speedup,
+    }
+    details = {
+        "bench_model": figures.bench_model,
+        "qas": figures.qas,
+        "videos": figures.videos,
+        "tokens_per_frame": figures.tokens_per_frame,
+        "packed_accumulation": figures.packed_accumulation,
+        "steps": figures.steps,
+        "threads": figures.threads,
+        "packed_qas_per_s": [round(value, 4) for value in figures.packed_qas_per_s],
+        "unpacked_qas_per_s": [round(value, 4) for value in figures.unpacked_qas_per_s],
+        "targets": {"token_ratio": TOKEN_TARGET, "speedup": SPEED_TARGET},
+        "meets": {"token_ratio": token_ratio <= TOKEN_TARGET, "speedup": speedup >= SPEED_TARGET},
+    }
+    key = {"model": figures.model, "global_batch_size": figures.global_batch_size, "micro_batch_size": figures.micro_batch_size}
+    notes = {
+        "tokens": "tokens of one stage-1 epoch (the batch plan of epoch 0), packed one sequence per video and step against one QA per sample",
+        "qas_per_s": "QAs per second of whole optimizer steps (frames read and encoded, collated, forward and backward, optimizer step), "
+        "packed and unpacked alternating step by step on one model; median of the timed steps after one warm-up pair",
+        "targets": f"tokens packed/unpacked ≤ {TOKEN_TARGET:g}; QAs/s packed/unpacked ≥ {SPEED_TARGET:g}×",
+    }
+    entry = Entry(key=key, metrics=metrics, details=details)
+    return BenchDocument(bench="packing", device=device_info("cpu"), parameters=parameters, entries=[entry], notes=notes)
 
 
 def scaled_config(config: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -140,7 +172,7 @@ def _timed_step(model: Any, optimizer: Any, micro_batches: Sequence[dict[str, An
     import torch
 
     from vlmft_cli.model_backend import IGNORE_INDEX
-    from vlmft_cli.training.packed_dataset import STAT_KEYS
+    from vlmft_cli.pipeline.packed_dataset import STAT_KEYS
 
     start = time.perf_counter()
     batches = [fetch(items) for items in micro_batches]
@@ -163,22 +195,24 @@ def measure_packing(
     micro_batch_size: int = 2,
     attention: str = "sdpa",
     seed: int = 0,
+    size: dict[str, dict[str, Any]] = MID_SIZE,
     reporter: Reporter | None = None,
-) -> PackingBenchResult:
-    """Tokens per stage-1 epoch and training QAs/s, packed against unpacked, on the mid-size random model."""
+) -> BenchDocument:
+    """Tokens per stage-1 epoch and training QAs/s, packed against unpacked, on the random model of `size`
+    (the mid size by default), as a benchmark document."""
     import torch
 
     from vlmft_cli.attention import select_attention
     from vlmft_cli.backends import backend_for
     from vlmft_cli.data.schema import iter_samples
+    from vlmft_cli.lora_model import build_model
+    from vlmft_cli.pipeline.dataset import Collator, ExampleDataset
+    from vlmft_cli.pipeline.examples import build_examples
+    from vlmft_cli.pipeline.packed_dataset import PackedCollator, PackedDataset
+    from vlmft_cli.pipeline.packing import PackingData, packed_accumulation, packing_obstacle, plan_epoch, summarize
+    from vlmft_cli.pipeline.splits import stage_file
+    from vlmft_cli.runtime import quiet_libraries
     from vlmft_cli.settings import Settings
-    from vlmft_cli.training.dataset import Collator, ExampleDataset
-    from vlmft_cli.training.examples import build_examples
-    from vlmft_cli.training.model import build_model
-    from vlmft_cli.training.pack_mode import packing_obstacle
-    from vlmft_cli.training.packed_dataset import PackedCollator, PackedDataset
-    from vlmft_cli.training.packing import PackingData, packed_accumulation, plan_epoch, summarize
-    from vlmft_cli.training.run import quiet_libraries
 
     reporter = reporter or NullReporter()
     quiet_libraries()
@@ -187,11 +221,12 @@ def measure_packing(
     obstacle = packing_obstacle(1, backend, attention_backend)
     if obstacle:
         raise ConfigError(f"cannot benchmark packing: {obstacle}")
-    train_file = data / "stage1" / "train.jsonl"
+    train_file = stage_file(data, 1, "train")
     if not train_file.is_file():
         raise DataError(f"{train_file} not found: is {data} a folder written by `vlmft data extract`?")
     source = Path(backend.resolve(model, home))
-    folder = ensure_bench_model(source, home / "bench" / f"packing-mid-{source.name}")
+    label = "mid" if size == MID_SIZE else "custom"
+    folder = ensure_bench_model(source, home / "bench" / f"packing-{label}-{source.name}", size)
     settings = Settings(
         model=str(folder), home=home, precision="fp32", attention=attention, gradient_checkpointing=False,
         lora_r=16, lora_alpha=32, lora_dropout=0.0, seed=seed, micro_batch_size=micro_batch_size, global_batch_size=global_batch_size,
@@ -221,8 +256,8 @@ def measure_packing(
 
     optimizer = torch.optim.AdamW([p for p in lora_model.parameters() if p.requires_grad], lr=1e-5)
     lora_model.train()
-    result = PackingBenchResult(
-        model=f"{model} (mid-size random: {folder})", global_batch_size=global_batch_size, micro_batch_size=micro_batch_size,
+    result = PackingFigures(
+        model=model, bench_model=str(folder), global_batch_size=global_batch_size, micro_batch_size=micro_batch_size,
         packed_accumulation=accumulation, qas=packing.num_qas, videos=len(packing.groups), tokens_per_frame=backend.tokens_per_frame(processor),
         tokens_unpacked=summary.tokens_unpacked, tokens_packed=summary.tokens_packed, steps=steps, threads=torch.get_num_threads(),
     )  # fmt: skip
@@ -237,4 +272,8 @@ def measure_packing(
             if number > 0:  # the first pair warms up allocators and caches
                 result.packed_qas_per_s.append(len(qas) / packed_s)
                 result.unpacked_qas_per_s.append(len(qas) / unpacked_s)
-    return result
+    parameters = {
+        "data": str(data), "model": model, "steps": steps, "global_batch_size": global_batch_size, "micro_batch_size": micro_batch_size,
+        "attention": attention, "seed": seed, "max_frames": 4, "precision": "fp32", "device": "cpu", "size": size,
+    }  # fmt: skip
+    return packing_document(result, parameters)

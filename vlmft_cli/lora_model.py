@@ -3,6 +3,8 @@
 The vision tower and projector stay frozen; LoRA goes on the backend's language-model projections (or
 `lora_pattern`); QLoRA loads the base in 4-bit NF4. Stage 2 continues the stage-1 adapter's weights with
 a fresh optimizer. The chosen attention implementation is checked on the loaded model, not assumed.
+Training builds its model here, `vlmft eval` its load options and check, and the step and packing
+benchmarks the same trainable model.
 """
 
 from __future__ import annotations
@@ -26,17 +28,6 @@ def load_options(settings: Settings, attention: AttentionBackend, device: str) -
         attn_implementation=attention.attn_implementation,
         device_map=device_map,
     )
-
-
-def attention_in_use(model: Any) -> set[str]:
-    """The attention implementations the model's sub-configs actually carry."""
-    found = set()
-    config = model.config
-    for sub in [config, *(getattr(config, name, None) for name in ("text_config", "vision_config"))]:
-        value = getattr(sub, "_attn_implementation", None)
-        if value:
-            found.add(value)
-    return found
 
 
 def check_attention(model: Any, expected: str) -> None:

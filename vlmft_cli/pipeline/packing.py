@@ -12,6 +12,9 @@ the last has `min(that, its QAs)`, so the count per epoch depends on the data si
 Because the Trainer divides the summed answer-token loss of a step by the step's label tokens
 (`num_items_in_batch`), a step's objective equals the unpacked one over the same QAs, however they
 are grouped into sequences and micro-batches.
+
+`packing_obstacle` says why a model backend and attention backend cannot pack (training's `pack_mode`
+turns that into the run's mode; `vlmft bench packing` refuses to run).
 """
 
 from __future__ import annotations
@@ -20,13 +23,32 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from vlmft_cli.training.examples import Example
+from vlmft_cli.pipeline.examples import Example
 
 #: A packed sequence: indices of the QA examples it holds, all about the same frames, in order.
 PackedSequence = tuple[int, ...]
 #: A micro-batch: the packed sequences of one forward/backward on one device.
 MicroBatch = list[PackedSequence]
+#: The optional backend methods packing needs (`vlmft_cli.model_backend.SharedPrefixPacking`).
+PACKING_METHODS = ("supports_block_mask", "packed_prefix_length", "encode_packed", "collate_packed")
+
+
+def packing_obstacle(stage: int, backend: Any, attention: Any) -> str | None:
+    """Why shared-prefix packing cannot run with this stage, model backend and attention backend, or None."""
+    if stage != 1:
+        return "shared-prefix packing is for stage 1 (a stage-2 sample is already one whole conversation)"
+    backend_name = getattr(backend, "name", type(backend).__name__)
+    if not getattr(attention, "supports_block_mask", False):
+        return f"attention backend {attention.name} ({attention.attn_implementation}) does not honour a caller-built block attention mask"
+    declares = getattr(backend, "supports_block_mask", None)
+    if callable(declares) and not declares(attention.attn_implementation):
+        return f"model backend {backend_name} cannot apply a block attention mask with attn_implementation {attention.attn_implementation!r}"
+    missing = [method for method in PACKING_METHODS if not callable(getattr(backend, method, None))]
+    if missing:
+        return f"model backend {backend_name} does not implement shared-prefix packing (it lacks {', '.join(missing)})"
+    return None
 
 
 @dataclass(frozen=True)

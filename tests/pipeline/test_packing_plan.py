@@ -11,8 +11,8 @@ import torch
 from accelerate import Accelerator
 from accelerate.data_loader import BatchSamplerShard
 
-from vlmft_cli.training.packed_dataset import PackedBatchSampler
-from vlmft_cli.training.packing import PackingData, micro_batches_per_epoch, packed_accumulation, plan_epoch
+from vlmft_cli.pipeline.packed_dataset import PackedBatchSampler
+from vlmft_cli.pipeline.packing import PackingData, micro_batches_per_epoch, packed_accumulation, plan_epoch
 
 PREFIX = 1050
 
@@ -72,7 +72,7 @@ def test_deterministic_by_seed_and_epoch():
 
 
 def test_packed_tokens_are_a_third_of_unpacked():
-    from vlmft_cli.training.packing import summarize
+    from vlmft_cli.pipeline.packing import summarize
 
     data = synthetic()
     steps = plan_epoch(data, seed=0, epoch=0, global_batch_size=32, per_step=packed_accumulation(32, 2, data.mean_qas_per_video))

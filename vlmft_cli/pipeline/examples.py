@@ -15,7 +15,7 @@ from typing import Any
 
 from vlmft_cli.data.schema import Sample, TurnInfo
 from vlmft_cli.model_backend import ModelBackend, Turn
-from vlmft_cli.training.frames import FrameSampling, sample_frame_indices
+from vlmft_cli.pipeline.frames import FrameSampling, sample_frame_indices
 
 
 @dataclass(frozen=True)

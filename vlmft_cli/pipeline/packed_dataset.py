@@ -14,9 +14,9 @@ from typing import Any
 import torch
 
 from vlmft_cli.model_backend import EncodedSample, SharedPrefixPacking
-from vlmft_cli.training.dataset import load_frames
-from vlmft_cli.training.examples import Example
-from vlmft_cli.training.packing import MicroBatch, PackedSequence, PackingData, micro_batches_per_epoch, plan_epoch
+from vlmft_cli.pipeline.dataset import load_frames
+from vlmft_cli.pipeline.examples import Example
+from vlmft_cli.pipeline.packing import MicroBatch, PackedSequence, PackingData, micro_batches_per_epoch, plan_epoch
 
 #: Batch entries for the trainer's counters (tokens and QAs of the micro-batch), not for the model.
 STAT_KEYS = ("num_tokens", "num_qas")
@@ -73,7 +73,7 @@ class PackedDataset(torch.utils.data.Dataset):
             raise ValueError(f"a packed sequence mixes videos: {sequence}")
         first = self.examples[sequence[0]]
         turns = [turn for qa in sequence for turn in self.examples[qa].turns]
-        encoded = self.backend.encode_packed(self.processor, load_frames(self.root, first.images), turns)
+        encoded = self.backend.encode_packed(self.processor, load_frames(self.root, first.images), turns, fps=first.fps)
         expected = (self.data.prefix_lengths[group], tuple(self.data.block_lengths[qa] for qa in sequence))
         layout = encoded.packed
         if layout is None or (layout.prefix_length, layout.block_lengths) != expected:

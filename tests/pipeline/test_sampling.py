@@ -1,6 +1,6 @@
 import random
 
-from vlmft_cli.training.sampling import SeededOrderSampler, padding_share
+from vlmft_cli.pipeline.sampling import SeededOrderSampler, padding_share
 
 
 def test_order_depends_only_on_seed_and_epoch():

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from vlmft_cli.model_backend import EncodedSample
+from vlmft_cli.pipeline.dataset import ExampleDataset
 from vlmft_cli.reporting import NullReporter, Reporter
-from vlmft_cli.training.dataset import ExampleDataset
 
 
 @dataclass

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vlmft_cli.training.frames import sample_frame_indices
+from vlmft_cli.pipeline.frames import sample_frame_indices
 
 
 def test_reference_flaw_is_impossible_final_frame_kept():

@@ -12,7 +12,7 @@ from PIL import Image
 
 from vlmft_cli.errors import DataError
 from vlmft_cli.model_backend import EncodedSample, ModelBackend
-from vlmft_cli.training.examples import Example
+from vlmft_cli.pipeline.examples import Example
 
 
 def load_frames(root: Path, images: Sequence[str]) -> list[Image.Image]:

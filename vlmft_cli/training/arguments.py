@@ -1,0 +1,52 @@
+"""The Trainer's arguments for a run: the recipe, the profile's hardware values and vlmft's cadence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vlmft_cli import runs
+from vlmft_cli.settings import Settings
+from vlmft_cli.training.distributed import world_size
+
+
+def training_arguments(settings: Settings, run: runs.Run, *, accumulation: int, device: str, evaluates: bool) -> Any:
+    """The Trainer's arguments for a run: the recipe, the profile's hardware values and vlmft's cadence
+    (a step cadence when `save_steps` is set; otherwise `SaveCadenceCallback` sets it from hours)."""
+    from transformers import TrainingArguments
+
+    save_steps = settings.save_steps
+    never = 10**9  # "not by steps": the hours callback (or the end of training) triggers the save
+    return TrainingArguments(
+        output_dir=str(run.checkpoints_dir),
+        per_device_train_batch_size=settings.micro_batch_size,
+        per_device_eval_batch_size=settings.eval_batch_size,
+        gradient_accumulation_steps=accumulation,
+        learning_rate=settings.learning_rate,
+        weight_decay=settings.weight_decay,
+        adam_beta1=settings.adam_beta1,
+        adam_beta2=settings.adam_beta2,
+        max_grad_norm=settings.max_grad_norm,
+        lr_scheduler_type=settings.lr_scheduler,
+        warmup_steps=settings.warmup_ratio,
+        num_train_epochs=settings.num_epochs,
+        max_steps=settings.max_steps or -1,
+        logging_steps=settings.logging_steps,
+        save_strategy="steps",
+        save_steps=save_steps or never,
+        eval_strategy="steps" if evaluates else "no",
+        eval_steps=settings.eval_steps or save_steps or never,
+        save_total_limit=None,
+        seed=settings.seed,
+        data_seed=settings.seed,
+        bf16=settings.precision == "bf16",
+        fp16=settings.precision == "fp16",
+        dataloader_num_workers=settings.dataloader_workers,
+        remove_unused_columns=False,
+        report_to=[] if settings.report_to == "none" else [settings.report_to],
+        disable_tqdm=True,
+        use_cpu=device == "cpu",
+        label_names=["labels"],
+        ddp_find_unused_parameters=False,
+        ddp_backend="gloo" if device == "cpu" and world_size() > 1 else None,
+        optim="adamw_torch",
+    )
