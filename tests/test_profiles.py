@@ -77,3 +77,17 @@ def test_two_distributions_shipping_one_name_is_an_error(monkeypatch):
     monkeypatch.setattr(plugins, "discover", lambda kind: (real, twin))
     with pytest.raises(ConfigError, match=r"shipped twice: by built-in \(vlmft .*\) and by plugin \(otherdist 9.9\)"):
         available_profiles()
+
+
+def test_a_profile_that_does_not_parse_names_the_line(tmp_path):
+    path = tmp_path / "box.yaml"
+    path.write_text(GOOD.replace("defaults: {memory_cap_gb: 40, precision: bf16}", "defaults: {memory_cap_gb: 40, precision: bf16"))
+    with pytest.raises(ConfigError, match=rf"profile {path} is not valid YAML: line 4, column \d+: "):
+        load_profile(str(path))
+
+
+def test_built_in_profiles_survive_a_load_plugins_limit(monkeypatch):
+    monkeypatch.setenv("VLMFT_LOAD_PLUGINS", "internvl3")
+    plugins.reset_cache()
+    assert set(available_profiles()) >= BUILT_IN
+    assert load_profile("gb10").hardware.memory_gb == 128

@@ -13,9 +13,19 @@ def model_backend(name: str) -> ModelBackend:
 
 
 def backend_for(model: str, backend: str | None = None) -> ModelBackend:
-    """The backend named by `backend`, else the one backend that claims `model`."""
+    """The backend named by `backend`, else the one backend that claims `model`. A `backend` that does not
+    claim `model` while another one does (`--backend qwen3_vl` on an InternVL3 run) is refused: it could
+    only fail later, after looking for the model where it is not."""
     if backend:
-        return model_backend(backend)
+        chosen = model_backend(backend)
+        if not chosen.handles(model):
+            owners = [other.name for other in plugins.loaded("models") if other.name != chosen.name and other.handles(model)]
+            if owners:
+                raise PluginError(
+                    f"model {model!r} belongs to the {owners[0]} backend, not to --backend {backend}",
+                    hint=f"leave out --backend, or pass --backend {owners[0]}",
+                )
+        return chosen
     claims = [candidate for candidate in plugins.loaded("models") if candidate.handles(model)]
     if not claims:
         known = ", ".join(b.name for b in plugins.loaded("models")) or "none"

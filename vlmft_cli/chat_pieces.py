@@ -6,6 +6,12 @@ placeholders) and the text between them. `tokenize_pieces` tokenizes all text pi
 as answers. This equals tokenizing the rendered string whenever an answer does not begin with
 whitespace, and it yields the length after every QA pair without decoding any image. `collate` pads
 encoded samples on the right into one batch.
+
+The system turn comes from the processor (`processor.system_prompt`, None for none), so every encoding
+of a processor (training samples, generation prompts, predicted lengths, packed sequences) has the same
+one. The `system_prompt` setting picks it (`apply_system_prompt`): unset = what the model's chat template
+writes for a conversation without a system message, `none` = no system turn, `official` = the model
+backend's official fine-tuning default, any other text = that text.
 """
 
 from __future__ import annotations
@@ -16,7 +22,14 @@ from typing import Any
 
 import torch
 
+from vlmft_cli.errors import ConfigError
 from vlmft_cli.model_backend import IGNORE_INDEX, EncodedSample, Turn
+
+#: `system_prompt` setting values with a meaning of their own; any other text is the system turn itself.
+SYSTEM_PROMPT_NONE = "none"
+SYSTEM_PROMPT_OFFICIAL = "official"
+
+_PROBE = "\x00vlmft-probe\x00"
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,46 @@ class Tokenized:
     labels: list[int]
     answer_spans: list[tuple[int, int]]
     qa_ends: list[int]
+
+
+def resolve_system_prompt(setting: str | None, *, template: str | None, official: str | None) -> str | None:
+    """The system turn (None: none) for a `system_prompt` setting, given the one the chat template writes
+    by default (`template`) and the backend's official fine-tuning one (`official`)."""
+    if setting is None:
+        return template
+    if setting == SYSTEM_PROMPT_NONE:
+        return None
+    if setting == SYSTEM_PROMPT_OFFICIAL:
+        return official
+    return setting
+
+
+def template_system_prompt(tokenizer: Any, chat_template: str | None = None) -> str | None:
+    """The system turn a ChatML chat template (`chat_template`, else the tokenizer's) writes before a
+    conversation that has none, or None if it writes none."""
+    template = chat_template or getattr(tokenizer, "chat_template", None)
+    if not template:
+        return None
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": _PROBE}], chat_template=template, tokenize=False)
+    head = "<|im_start|>system\n"
+    end = rendered.find("<|im_end|>\n", len(head))
+    if not rendered.startswith(head) or end < 0 or _PROBE in rendered[:end]:
+        return None
+    return rendered[len(head) : end]
+
+
+def apply_system_prompt(backend: Any, processor: Any, setting: str | None) -> Any:
+    """`processor` with the system turn the `system_prompt` setting asks for, through the backend's
+    `with_system_prompt(processor, setting)`; a backend without that method only takes the default (unset)."""
+    method = getattr(backend, "with_system_prompt", None)
+    if method is None:
+        if setting is None:
+            return processor
+        raise ConfigError(
+            f"model backend {getattr(backend, 'name', type(backend).__name__)} cannot set a system prompt (system_prompt={setting!r})",
+            hint="leave system_prompt unset: the model's chat template decides",
+        )
+    return method(processor, setting)
 
 
 def check_turns(turns: Sequence[Turn], *, ends_with: str) -> None:

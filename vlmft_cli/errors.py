@@ -26,3 +26,9 @@ class DataError(VlmftError):
 
 class CheckpointError(VlmftError):
     """A checkpoint or run cannot be found, is incomplete or is corrupt."""
+
+
+class VlmftWarning(UserWarning):
+    """Something worth a line on stderr that does not stop the command (a misspelt `VLMFT_*` variable, an
+    unknown `VLMFT_LOAD_PLUGINS` name). Issued with `warnings.warn`; the CLI prints each once as
+    `Warning: …`, library callers see ordinary Python warnings."""

@@ -53,7 +53,10 @@ def build_model(
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
+    from vlmft_cli.chat_pieces import apply_system_prompt
+
     loaded = backend.load(settings.model, load_options(settings, attention, device), settings.home)
+    loaded.processor = apply_system_prompt(backend, loaded.processor, settings.system_prompt)
     model = loaded.model
     check_attention(model, attention.attn_implementation)
     for parameter in model.parameters():

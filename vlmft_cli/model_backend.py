@@ -8,10 +8,20 @@ them through `vlmft_cli.plugins`.
 A backend may also implement `SharedPrefixPacking` (optional): several QAs about the same frames in one
 sequence, `[prefix][QA 1][QA 2]…`, each QA attending to the prefix and itself only. Stage 1 packs when
 the backend has all of its methods and says the attention implementation honours the block mask.
+
+The system turn belongs to the processor: `load` and `load_processor` return one whose encodings carry
+the chat template's default system turn (or none), and every encoding method (`encode`, `encode_prompt`,
+`conversation_lengths`, `encode_packed`, `packed_prefix_length`) writes the same one, so predicted
+lengths stay exact. A backend may offer `with_system_prompt(processor, system_prompt) -> processor`
+(optional; `vlmft_cli.chat_pieces.apply_system_prompt` calls it with the `system_prompt` setting for
+training, evaluation and the benchmarks): None = the chat template's default, "none" = no system turn,
+"official" = the backend's official fine-tuning system turn (each backend documents which), any other
+text = that text. Without the method only the default is accepted.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,3 +223,94 @@ def pad_token_id(tokenizer: Any, fallback: int | None = None) -> int:
     if chosen is None:
         raise ValueError("the tokenizer has neither a pad token nor an eos token, and no fallback id was given")
     return int(chosen)
+
+
+# --- resolving a name that is neither tiny nor a local folder -----------------------------------------
+
+#: Seconds the reachability probe of the hub may take before the hub counts as unreachable.
+HUB_PROBE_TIMEOUT_S = 5.0
+
+_HUB_ID = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?")
+
+
+def remote_model_source(name: str) -> str:
+    """`name`, a Hugging Face hub id, once it is certain that `from_pretrained` can get it: a copy is in the
+    local cache, or the hub answers. Otherwise one `PluginError` naming the id, why, and what to do, in
+    seconds rather than after minutes of retries (`HF_HUB_OFFLINE` set, or the hub unreachable within
+    `HUB_PROBE_TIMEOUT_S`). A cached copy with the hub unreachable is used offline.
+
+    Backends call it at the end of `resolve`, for names that are not tiny models nor existing folders."""
+    from vlmft_cli.errors import PluginError
+
+    if name.startswith(("/", "./", "../", "~", "\\")) or "\\" in name:
+        raise PluginError(f"model folder {name} does not exist (nor is it a hub id)")
+    if not _HUB_ID.fullmatch(name) or "--" in name or ".." in name or len(name) > 96:
+        raise PluginError(f"model {name!r} is neither a folder here nor a Hugging Face hub id (org/name)")
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    cached = isinstance(huggingface_hub.try_to_load_from_cache(name, "config.json"), str)
+    offline = bool(getattr(constants, "HF_HUB_OFFLINE", False))
+    if offline:
+        problem = None if cached else "HF_HUB_OFFLINE is set"
+    else:
+        problem = hub_unreachable()
+        if problem and cached:
+            _go_offline(f"the Hugging Face hub cannot be reached ({problem}): using the cached copy of {name}")
+            problem = None
+    if problem:
+        raise PluginError(
+            f"model {name} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and cannot be downloaded: {problem}",
+            hint=f"download it where there is a network (`hf download {name} --local-dir DIR`) and pass --model DIR, "
+            "or point HF_HOME at a cache that holds it",
+        )
+    return name
+
+
+_probed: dict[str, str | None] = {}
+
+
+def hub_unreachable(timeout_s: float = HUB_PROBE_TIMEOUT_S) -> str | None:
+    """Why the hub (`HF_ENDPOINT`) does not answer a HEAD request within `timeout_s`, or None when it
+    answers (any HTTP status). Through huggingface_hub's own session, so proxies and endpoints apply;
+    asked once per process."""
+    import threading
+
+    from huggingface_hub import constants
+
+    endpoint = constants.ENDPOINT
+    if endpoint in _probed:
+        return _probed[endpoint]
+    outcome: dict[str, str | None] = {}
+
+    def probe() -> None:
+        from huggingface_hub.utils import get_session
+
+        try:
+            get_session().head(endpoint, timeout=timeout_s)
+        except Exception as exc:  # noqa: BLE001 - any failure to get an answer means unreachable
+            outcome["problem"] = f"{endpoint}: {' '.join(str(exc).split())[:200] or type(exc).__name__}"
+        else:
+            outcome["problem"] = None
+
+    thread = threading.Thread(target=probe, name="vlmft-hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    problem = outcome.get("problem", f"{endpoint} did not answer within {timeout_s:g} s")
+    _probed[endpoint] = problem
+    return problem
+
+
+def _go_offline(message: str) -> None:
+    """Make huggingface_hub (and transformers, which asks it) use the cache only, for this process and its
+    children, so loading a cached model does not wait on retries."""
+    import os
+    import warnings
+
+    from huggingface_hub import constants
+
+    from vlmft_cli.errors import VlmftWarning
+
+    constants.HF_HUB_OFFLINE = True
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    warnings.warn(message, VlmftWarning, stacklevel=3)

@@ -5,22 +5,31 @@ backends, see `vlmft_cli.attention`) and `vlmft.profiles` (packages of profile f
 registered by vlmft's own distribution exactly as a third party would register theirs.
 
 `VLMFT_LOAD_PLUGINS`, when set, is a comma-separated list of distribution or plugin names: only those
-load. A plugin that fails to import is reported as broken with its error; the rest keep working.
+model and attention plugins load (code). Profile packages are data, YAML files, and always load, so
+limiting the code plugins never hides the built-in profiles. A name in the list that no installed plugin
+or distribution has is warned about (`VlmftWarning`, with the closest known name). A plugin that fails to
+import is reported as broken with its error; the rest keep working.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import traceback
+import warnings
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Literal
 
-from vlmft_cli.errors import PluginError
+from vlmft_cli.errors import PluginError, VlmftWarning
 
 Kind = Literal["models", "attention", "profiles"]
 GROUPS: dict[str, str] = {"models": "vlmft.models", "attention": "vlmft.attention", "profiles": "vlmft.profiles"}
+
+#: The environment variable that limits which plugins load, and the kinds it limits (code, not data).
+LOAD_PLUGINS_ENV = "VLMFT_LOAD_PLUGINS"
+LIMITED_KINDS = frozenset({"models", "attention"})
 
 
 @dataclass
@@ -39,18 +48,37 @@ class PluginInfo:
         return self.error is not None
 
 
-def _allowed(ep: EntryPoint, distribution: str) -> bool:
-    allow = os.environ.get("VLMFT_LOAD_PLUGINS")
+def _distribution(ep: EntryPoint) -> str:
+    return ep.dist.metadata["Name"] if ep.dist is not None else "unknown"
+
+
+def allow_list(allow: str | None) -> set[str] | None:
+    """The names in a `VLMFT_LOAD_PLUGINS` value (None: the variable is not set, everything loads)."""
     if allow is None:
-        return True
-    names = {part.strip() for part in allow.split(",") if part.strip()}
-    return distribution in names or ep.name in names
+        return None
+    return {part.strip() for part in allow.split(",") if part.strip()}
+
+
+@cache
+def _warn_unknown_allowed(allow: str) -> None:
+    """Warn once per value about names in `VLMFT_LOAD_PLUGINS` that match no plugin and no distribution."""
+    known: set[str] = set()
+    for group in GROUPS.values():
+        for ep in entry_points(group=group):
+            known.update({ep.name, _distribution(ep)})
+    for name in sorted((allow_list(allow) or set()) - known):
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        guess = f"did you mean {close[0]!r}? " if close else ""
+        warnings.warn(
+            f"{LOAD_PLUGINS_ENV} names {name!r}, which is no installed plugin or distribution ({guess}known: {', '.join(sorted(known))})",
+            VlmftWarning,
+            stacklevel=2,
+        )
 
 
 def _load(kind: str, ep: EntryPoint) -> PluginInfo:
-    dist = ep.dist
-    distribution = dist.metadata["Name"] if dist is not None else "unknown"
-    version = dist.version if dist is not None else "unknown"
+    distribution = _distribution(ep)
+    version = ep.dist.version if ep.dist is not None else "unknown"
     info = PluginInfo(kind=kind, name=ep.name, target=ep.value, distribution=distribution, version=version)
     try:
         loaded = ep.load()
@@ -62,16 +90,20 @@ def _load(kind: str, ep: EntryPoint) -> PluginInfo:
 
 
 def discover(kind: Kind) -> tuple[PluginInfo, ...]:
-    """Every plugin of a kind that `VLMFT_LOAD_PLUGINS` allows, loaded (broken ones carry their error)."""
-    return _discover_once(kind, os.environ.get("VLMFT_LOAD_PLUGINS"))
+    """Every plugin of a kind that `VLMFT_LOAD_PLUGINS` allows (profile packages: all), loaded (broken
+    ones carry their error)."""
+    allow = os.environ.get(LOAD_PLUGINS_ENV)
+    if allow is not None:
+        _warn_unknown_allowed(allow)
+    return _discover_once(kind, allow)
 
 
 @cache
-def _discover_once(kind: str, _allow: str | None) -> tuple[PluginInfo, ...]:
+def _discover_once(kind: str, allow: str | None) -> tuple[PluginInfo, ...]:
+    names = allow_list(allow) if kind in LIMITED_KINDS else None
     found = []
     for ep in entry_points(group=GROUPS[kind]):
-        distribution = ep.dist.metadata["Name"] if ep.dist is not None else "unknown"
-        if _allowed(ep, distribution):
+        if names is None or ep.name in names or _distribution(ep) in names:
             found.append(_load(kind, ep))
     return tuple(sorted(found, key=lambda info: (info.name, info.distribution)))
 
@@ -79,6 +111,7 @@ def _discover_once(kind: str, _allow: str | None) -> tuple[PluginInfo, ...]:
 def reset_cache() -> None:
     """Forget discovered plugins (after installing one, or in tests)."""
     _discover_once.cache_clear()
+    _warn_unknown_allowed.cache_clear()
 
 
 def get(kind: Kind, name: str) -> Any:

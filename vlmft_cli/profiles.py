@@ -67,11 +67,22 @@ class Profile:
         return {**self.spec.defaults, **self.spec.stages.get(stage, {})}  # type: ignore[call-overload]
 
 
+def yaml_error_text(exc: Exception) -> str:
+    """Where and what a YAML parse error is, in one line: `line 3, column 7: mapping values are not allowed here`."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None)
+    if mark is None or problem is None:
+        return " ".join(str(exc).split()) or type(exc).__name__
+    context = getattr(exc, "context", None)
+    during = f" ({context})" if context and context != problem else ""
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}{during}"
+
+
 def parse_profile(text: str, *, name: str, origin: str, path: str) -> Profile:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"profile {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"profile {path} is not valid YAML: {yaml_error_text(exc)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"profile {path} must hold a mapping")
     try:

@@ -93,7 +93,6 @@ class RunRecord(_Part):
     stop_reason: str | None = None
     error: str | None = None
     global_step: int | None = None
-    planned_steps: int | None = None  # the optimizer steps the run trains to (max_steps or the epochs')
     median_step_time_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -127,7 +126,8 @@ def write_record(run_dir: Path, record: RunRecord) -> RunRecord:
     know are kept."""
     from vlmft_cli.fsutil import atomic_write_json
 
-    atomic_write_json(run_dir / RUN_FILE, {**_raw(run_dir), **record.to_json()})
+    unknown = {key: value for key, value in _raw(run_dir).items() if key not in RunRecord.model_fields}
+    atomic_write_json(run_dir / RUN_FILE, {**unknown, **record.to_json()})
     return record
 
 

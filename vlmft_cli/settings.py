@@ -10,7 +10,10 @@ invalid value fails with a `ConfigError` naming the key and its source.
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -18,11 +21,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
-from vlmft_cli.errors import ConfigError
-from vlmft_cli.profiles import Profile, load_profile
+from vlmft_cli.errors import ConfigError, VlmftWarning
+from vlmft_cli.profiles import Profile, load_profile, yaml_error_text
 
 Stage = Literal[1, 2]
 
@@ -117,7 +120,8 @@ class Settings(BaseSettings):
     """Everything a run is configured by. Field descriptions are shown by `vlmft profiles show` and
     `vlmft train --help`."""
 
-    model_config = SettingsConfigDict(env_prefix="VLMFT_", extra="forbid", validate_default=True, use_enum_values=True)
+    # allow_inf_nan=False: every float setting is finite (`--lr inf`, `num_epochs: .inf` are refused).
+    model_config = SettingsConfigDict(env_prefix="VLMFT_", extra="forbid", validate_default=True, use_enum_values=True, allow_inf_nan=False)
 
     # Where things live
     home: Path = setting(_default_home, "Cache folder for tiny models and downloads (VLMFT_HOME).", group=W, on_resume=LOCATE)
@@ -126,6 +130,7 @@ class Settings(BaseSettings):
     # What to train
     stage: Stage = setting(1, "Curriculum stage: 1 = one QA per sample, 2 = whole conversations.", group=W, on_resume=REFUSE, flag="--stage")
     data: Path | None = setting(None, "Processed data folder (what `vlmft data extract` wrote).", group=W, on_resume=LOCATE, flag="--data")
+    max_bad_samples: int = setting(10, "Training samples whose frames do not decode (empty, not an image, truncated, too large) skipped and counted before the run stops with a checkpoint.", group=W, on_resume=APPLY, ge=0)
     model: str = setting("tiny-internvl3", "Model name, hub id or local path.", group=W, on_resume=REFUSE, flag="--model")
     backend: str | None = setting(None, "Model backend plugin; by default the one that recognises the model.", group=W, on_resume=REFUSE)
     experiment: str | None = setting(None, "Experiment name (runs are {experiment}_{timestamp}); default stage{N}.", group=W, on_resume=APPLY, flag="--experiment")
@@ -144,7 +149,7 @@ class Settings(BaseSettings):
 
     # The recipe (stage defaults from the reference run)
     global_batch_size: int = setting(32, "Samples (QAs in stage 1) per optimizer step over all devices; accumulation follows.", group=R, on_resume=REFUSE, ge=1)
-    learning_rate: float = setting(4e-5, "Peak learning rate (4e-5 stage 1, 2e-5 stage 2).", group=R, on_resume=REFUSE, flag="--lr", gt=0)
+    learning_rate: float = setting(4e-5, "Peak learning rate (4e-5 stage 1, 2e-5 stage 2).", group=R, on_resume=REFUSE, flag="--lr", gt=0, le=1)
     num_epochs: float = setting(1.0, "Passes over the training data.", group=R, on_resume=APPLY, flag="--epochs", gt=0)
     max_steps: int | None = setting(None, "Stop after this many optimizer steps (overrides epochs).", group=R, on_resume=APPLY, ge=1)
     weight_decay: float = setting(0.01, "AdamW weight decay.", group=R, on_resume=REFUSE, ge=0)
@@ -161,6 +166,16 @@ class Settings(BaseSettings):
     fps: float | None = setting(None, "Frame rate of the source clips; sampled frames are timed from it (default: the backend's).", group=R, on_resume=REFUSE, gt=0)
     max_frames: int = setting(4, "Frames per sample (4 stage 1, 10 stage 2), sampled evenly and always including the final frame.", group=R, on_resume=REFUSE, ge=1)
     frame_sampling: FrameSampling = setting(FrameSampling.UNIFORM_LAST, "How frames are picked from the clip.", group=R, on_resume=REFUSE)
+    system_prompt: str | None = setting(
+        None,
+        "System turn of every sample in training, evaluation and generation: 'none' = no system turn, 'official' = "
+        "the model backend's official fine-tuning one (InternVL3: InternVL's internvl2_5 system message), any other "
+        "text = that text. Default: what the model's chat template writes (Qwen2.5-VL: 'You are a helpful "
+        "assistant.'; InternVL3 -hf and Qwen3-VL: none).",
+        group=R,
+        on_resume=REFUSE,
+        min_length=1,
+    )
     max_length: int = setting(2048, "Longest sequence in tokens (2048 stage 1, 4096 stage 2); frames are never truncated.", group=R, on_resume=REFUSE, ge=16)
     subset_ratio: float = setting(1.0, "Share of the training videos to use (deterministic by seed).", group=R, on_resume=REFUSE, gt=0, le=1)
     pack: PackMode = setting(
@@ -175,14 +190,50 @@ class Settings(BaseSettings):
     save_steps: int | None = setting(None, "Checkpoint every N optimizer steps.", group=C, on_resume=APPLY, ge=1)
     save_every_hours: float | None = setting(None, "Checkpoint about every H hours (default 1), turned into steps from the measured step time.", group=C, on_resume=APPLY, gt=0)
     eval_steps: int | None = setting(None, "Evaluate every N optimizer steps (default: at every checkpoint).", group=C, on_resume=APPLY, ge=1)
+    eval_limit: int | None = setting(
+        None,
+        "Evaluate at most N val QAs per task type at checkpoints (a fixed subset chosen by the seed, the same at "
+        "every checkpoint); the final evaluation always covers the whole split. Default: the whole split every time.",
+        group=C,
+        on_resume=APPLY,
+        ge=1,
+    )
     keep_last: int = setting(3, "Checkpoints kept besides the best one.", group=C, on_resume=APPLY, ge=1)
     logging_steps: int = setting(1, "Log metrics every N optimizer steps.", group=C, on_resume=APPLY, ge=1)
     report_to: ReportTo = setting(ReportTo.NONE, "Extra metrics logger besides the CSV files.", group=C, on_resume=APPLY)
+
+    @field_validator("home", "out")
+    @classmethod
+    def _usable_folder(cls, value: Path) -> Path:
+        problem = folder_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("lora_pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    @field_validator("lora_projections")
+    @classmethod
+    def _projection_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"not a module name: {name!r}")
+        return value
 
     @model_validator(mode="after")
     def _check_cross_fields(self) -> Settings:
         if self.save_steps is not None and self.save_every_hours is not None:
             raise ValueError("set save_steps or save_every_hours, not both")
+        if not self.lora_projections and not self.lora_pattern:
+            raise ValueError("lora_projections is empty and no lora_pattern is set: LoRA would adapt nothing")
         return self
 
     @classmethod
@@ -216,6 +267,102 @@ def field_extra(name: str) -> dict[str, Any]:
 
 #: Keys a profile may set (the hardware-dependent ones); the rest belong to the recipe.
 PROFILE_KEYS = frozenset(name for name in Settings.model_fields if field_extra(name).get("group") == Group.HARDWARE.value)
+
+
+def folder_problem(path: Path) -> str | None:
+    """Why `path` cannot be a folder vlmft creates and writes in (`home`, `out`), or None.
+
+    Only what is certain without writing: the path, or a folder on the way to it, exists and is not a
+    folder (`/dev/null`, `/etc/hostname/x`). Whether a folder can be created there shows when it is."""
+    try:
+        candidate = path.expanduser()
+    except RuntimeError as exc:  # "~user" for a user that does not exist
+        return str(exc)
+    for step in (candidate, *candidate.parents):
+        try:
+            if step.is_dir():
+                return None
+            if step.exists():
+                return f"{step} exists and is not a folder" if step == candidate else f"{step} is not a folder, so {candidate} cannot be made"
+        except OSError:  # not allowed to look: the folder's creation will say
+            return None
+    return None
+
+
+#: `VLMFT_*` variables vlmft reads that are not settings (not warned about as unknown).
+OTHER_VARIABLES = frozenset({"VLMFT_DEBUG", "VLMFT_CONFIG_DIR", "VLMFT_LOAD_PLUGINS"})
+
+#: Names users bring from LLaMA-Factory, ms-swift and transformers' TrainingArguments: the vlmft setting
+#: that means the same (None where there is none) and how to say it here.
+FOREIGN_KEYS: dict[str, tuple[str | None, str]] = {
+    "lora_rank": ("lora_r", "lora_r"),
+    "lora_target": ("lora_projections", "lora_projections (a list of projection names; lora_pattern for a regex)"),
+    "target_modules": ("lora_projections", "lora_projections (a list of projection names; lora_pattern for a regex)"),
+    "per_device_train_batch_size": ("micro_batch_size", "micro_batch_size"),
+    "per_device_eval_batch_size": ("eval_batch_size", "eval_batch_size"),
+    "gradient_accumulation_steps": ("global_batch_size", "global_batch_size (accumulation follows: global_batch_size ÷ (micro_batch_size × devices))"),
+    "output_dir": ("out", "out"),
+    "num_train_epochs": ("num_epochs", "num_epochs"),
+    "cutoff_len": ("max_length", "max_length"),
+    "model_max_length": ("max_length", "max_length"),
+    "bf16": ("precision", "precision: bf16"),
+    "fp16": ("precision", "precision: fp16"),
+    "torch_dtype": ("precision", "precision (bf16, fp16 or fp32)"),
+    "lr_scheduler_type": ("lr_scheduler", "lr_scheduler"),
+    "warmup_steps": ("warmup_ratio", "warmup_ratio (a share of the optimizer steps)"),
+    "save_total_limit": ("keep_last", "keep_last"),
+    "model_name_or_path": ("model", "model"),
+    "model_id_or_path": ("model", "model"),
+    "dataset": ("data", "data (a folder `vlmft data extract` wrote)"),
+    "dataset_dir": ("data", "data (a folder `vlmft data extract` wrote)"),
+    "dataloader_num_workers": ("dataloader_workers", "dataloader_workers"),
+    "quantization_bit": ("quantization", "quantization (4bit or 8bit)"),
+    "flash_attn": ("attention", "attention (see `vlmft plugins list`)"),
+    "attn_impl": ("attention", "attention (see `vlmft plugins list`)"),
+    "attn_implementation": ("attention", "attention (see `vlmft plugins list`)"),
+    "video_maxlen": ("max_frames", "max_frames"),
+    "video_fps": ("fps", "fps"),
+    "max_samples": ("subset_ratio", "subset_ratio (a share of the training videos, not a count)"),
+    "finetuning_type": (None, "nothing: vlmft trains LoRA adapters only (QLoRA with quantization: 4bit)"),
+    "train_type": (None, "nothing: vlmft trains LoRA adapters only (QLoRA with quantization: 4bit)"),
+    "deepspeed": (None, "nothing: vlmft trains data-parallel through torchrun (vlmft train --nproc N)"),
+}
+
+
+def _setting_for(name: str) -> tuple[str | None, str] | None:
+    """The setting an unknown name most likely means, and how to say so: a flag's name (`lr` for `--lr`),
+    another tool's name (`lora_rank`), or a close spelling (difflib)."""
+    name = name.lower().replace("-", "_")
+    for field_name in Settings.model_fields:
+        flag = field_extra(field_name).get("flag")
+        if flag and flag.removeprefix("--").replace("-", "_") == name and field_name != name:
+            return field_name, f"; {flag} is the command-line flag of {field_name!r}, which is its name everywhere else"
+    if name in FOREIGN_KEYS:
+        target, said = FOREIGN_KEYS[name]
+        return target, f"; that is LLaMA-Factory, ms-swift or transformers naming: in vlmft, {said}"
+    close = difflib.get_close_matches(name, list(Settings.model_fields), n=1, cutoff=0.75)
+    return (close[0], f"; did you mean {close[0]!r}?") if close else None
+
+
+def unknown_key_hint(key: str) -> str:
+    """The tail of an unknown-setting message: what vlmft calls it, or where the settings are listed."""
+    found = _setting_for(key)
+    return found[1] if found else " (`vlmft profiles show cpu` lists every setting)"
+
+
+def unknown_environment_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each `VLMFT_*` variable that is neither a setting nor one vlmft reads otherwise,
+    naming the setting it most likely means."""
+    settings = {f"VLMFT_{name.upper()}" for name in Settings.model_fields}
+    messages = []
+    for variable in sorted(environ):
+        upper = variable.upper()
+        if not upper.startswith("VLMFT_") or upper in settings or upper in OTHER_VARIABLES:
+            continue
+        found = _setting_for(upper.removeprefix("VLMFT_"))
+        guess = f"; did you mean VLMFT_{found[0].upper()}?" if found and found[0] else ""
+        messages.append(f"{variable} is not a vlmft setting and is ignored{guess}")
+    return messages
 
 
 @dataclass
@@ -256,7 +403,9 @@ def load_stored_settings(path: Path, origin: str) -> StoredSettings:
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
         values, sources = document["settings"], document.get("sources") or {}
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot read the settings of {origin} from {path}: {yaml_error_text(exc)}") from None
+    except (OSError, KeyError, TypeError) as exc:
         raise ConfigError(f"cannot read the settings of {origin} from {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     if not isinstance(values, dict) or not isinstance(sources, dict):
         raise ConfigError(f"{path} does not hold a settings mapping")
@@ -286,8 +435,10 @@ def load_config_file(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {yaml_error_text(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -296,7 +447,9 @@ def load_config_file(path: Path) -> dict[str, Any]:
 
 
 def environment_values(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """`VLMFT_*` variables that name settings, parsed by pydantic-settings (lists as JSON)."""
+    """`VLMFT_*` variables that name settings, parsed by pydantic-settings (lists as JSON). Other `VLMFT_*`
+    variables are ignored here; `unknown_environment_variables` says which of them look like a misspelt
+    setting."""
     source = EnvSettingsSource(Settings, case_sensitive=False, env_prefix="VLMFT_")
     if environ is not None:
         source.env_vars = {k.lower(): v for k, v in environ.items()}
@@ -325,10 +478,13 @@ def resolve_settings(
         cli_values["stage"] = stage
     if profile is not None:
         cli_values["profile"] = str(profile)
+    environ = environ if environ is not None else os.environ
     try:
-        env = environment_values(environ if environ is not None else os.environ)
+        env = environment_values(environ)
     except Exception as exc:  # pydantic-settings raises SettingsError on unparsable JSON values
-        raise ConfigError(f"invalid VLMFT_* environment variable: {exc}") from None
+        raise ConfigError(f"invalid VLMFT_* environment variable: {' '.join(str(exc).split())}") from None
+    for message in unknown_environment_variables(environ):
+        warnings.warn(message, VlmftWarning, stacklevel=2)
     file_values = load_config_file(config_file) if config_file else {}
     file_source = f"config file {config_file}"
     upper: list[tuple[Mapping[str, Any], str]] = [(file_values, file_source), (env, SOURCE_ENV), (cli_values, SOURCE_CLI)]
@@ -362,7 +518,8 @@ def resolve_settings(
     for values, source in [*lower, *upper]:
         for key, value in values.items():
             if key not in Settings.model_fields:
-                raise ConfigError(f"unknown setting {key!r} in {source}")
+                where = source if isinstance(source, str) else stored.origin if stored else "the settings"
+                raise ConfigError(f"unknown setting {key!r} in {where}{unknown_key_hint(str(key))}")
             merged[key] = value
             sources[key] = source if isinstance(source, str) else source[key]
     merged["stage"] = stage_value
@@ -380,7 +537,8 @@ def resolve_settings(
 def _stage(value: Any, source: str | None) -> int:
     value = 1 if value is None else value
     if str(value) not in ("1", "2"):
-        raise ConfigError(f"stage must be 1 or 2, got {value!r} from {source or SOURCE_CLI}")
+        other = " (LLaMA-Factory's stage is the training method; vlmft's is the curriculum stage and trains LoRA SFT)" if str(value).lower() in ("pt", "sft", "rm", "ppo", "dpo", "kto") else ""
+        raise ConfigError(f"stage must be 1 or 2, got {value!r} from {source or SOURCE_CLI}{other}")
     return int(value)
 
 
@@ -405,8 +563,17 @@ def _stored_layers(stored: StoredSettings, new_profile: Any) -> list[tuple[Mappi
 
 def _config_error(exc: ValidationError, sources: Mapping[str, str]) -> ConfigError:
     first = exc.errors()[0]
-    key = str(first["loc"][0]) if first["loc"] else "settings"
-    source = sources.get(key, SOURCE_DEFAULT)
+    message = " ".join(str(first["msg"]).removeprefix("Value error, ").split())
+    if not first["loc"]:  # a check across settings: name where each one it mentions came from
+        named = [name for name in Settings.model_fields if re.search(rf"\b{name}\b", message)]
+        where = ", ".join(f"{name} from {_source_text(name, sources)}" for name in named)
+        return ConfigError(f"invalid settings: {message}" + (f" ({where})" if where else ""))
+    key = str(first["loc"][0])
     value = first.get("input")
-    shown = f"={value!r}" if first["loc"] and not isinstance(value, dict) else ""
-    return ConfigError(f"invalid setting {key}{shown} from {source}: {first['msg']}")
+    shown = "" if isinstance(value, dict) else f"={value!r}"
+    return ConfigError(f"invalid setting {key}{shown} from {_source_text(key, sources)}: {message}")
+
+
+def _source_text(key: str, sources: Mapping[str, str]) -> str:
+    source = sources.get(key, SOURCE_DEFAULT)
+    return f"{SOURCE_ENV} (VLMFT_{key.upper()})" if source == SOURCE_ENV else source

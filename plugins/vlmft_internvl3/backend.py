@@ -13,7 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vlmft_cli.model_backend import DEFAULT_LORA_PROJECTIONS, EncodedSample, LoadedModel, LoadOptions, Turn
+from vlmft_cli.model_backend import (
+    DEFAULT_LORA_PROJECTIONS,
+    EncodedSample,
+    LoadedModel,
+    LoadOptions,
+    Turn,
+    remote_model_source,
+)
 from vlmft_cli.model_names import language_model_lora_pattern, local_model_type
 from vlmft_internvl3.tokens import END_OF_TEXT, IM_END, IM_START, IMG_CONTEXT, IMG_END, IMG_START
 
@@ -58,23 +65,24 @@ class InternVL3Backend:
         path = Path(name_or_path).expanduser()
         if path.is_dir():
             return str(path.resolve())
-        return name_or_path
+        return remote_model_source(name_or_path)  # a hub id: cached or reachable, else one clear error
 
     # --- loading -----------------------------------------------------------------------------------
 
     def load(self, name_or_path: str, options: LoadOptions, home: Path) -> LoadedModel:
+        source = self.resolve(name_or_path, home)  # first: a model that cannot be had fails before heavy imports
         from vlmft_internvl3.loading import load_model
         from vlmft_internvl3.processor import InternVL3Processor
 
-        source = self.resolve(name_or_path, home)
         processor = InternVL3Processor.from_pretrained(source)
         model = load_model(source, options)
         return LoadedModel(model=model, processor=processor, source=source)
 
     def load_processor(self, name_or_path: str, home: Path) -> InternVL3Processor:
+        source = self.resolve(name_or_path, home)  # first: a model that cannot be had fails before heavy imports
         from vlmft_internvl3.processor import InternVL3Processor
 
-        return InternVL3Processor.from_pretrained(self.resolve(name_or_path, home))
+        return InternVL3Processor.from_pretrained(source)
 
     # --- model structure ---------------------------------------------------------------------------
 
@@ -132,6 +140,15 @@ class InternVL3Backend:
         from vlmft_internvl3.encoding import collate
 
         return collate(samples, pad_token_id)
+
+    def with_system_prompt(self, processor: InternVL3Processor, system_prompt: str | None) -> InternVL3Processor:
+        """The processor whose encodings carry the system turn the `system_prompt` setting names. `official`
+        is InternVL's own fine-tuning system message (`vlmft_internvl3.encoding.OFFICIAL_SYSTEM_PROMPT`,
+        the `internvl2_5` template's); unset is the chat template's default, which for `-hf` checkpoints is
+        no system turn."""
+        from vlmft_internvl3.encoding import with_system_prompt
+
+        return with_system_prompt(processor, system_prompt)
 
     # --- shared-prefix packing (`vlmft_cli.model_backend.SharedPrefixPacking`) ------------------------
 

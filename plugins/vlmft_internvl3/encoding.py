@@ -12,11 +12,16 @@ tokenized in one batch (user text with `split_special_tokens`, so a literal "<|i
 text). This equals tokenizing the rendered string whenever an answer does not begin with whitespace.
 Labels equal the ids on each answer and its `<|im_end|>`; everything else is IGNORE_INDEX. Nothing is
 truncated. Batches are padded by the shared `collate`.
+
+The system turn is `processor.system_prompt` (`with_system_prompt` sets it from the `system_prompt`
+setting): by default none, as the `-hf` chat template writes none; `official` is the system message of
+InternVL's own fine-tuning template (`OFFICIAL_SYSTEM_PROMPT`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from PIL.Image import Image
@@ -27,6 +32,20 @@ from vlmft_cli.chat_pieces import collate as collate  # re-exported: the backend
 from vlmft_cli.model_backend import IGNORE_INDEX, EncodedSample, Turn
 from vlmft_internvl3.processor import InternVL3Processor
 from vlmft_internvl3.tokens import frame_label
+
+#: The system message of InternVL's official fine-tuning scripts: their `internvl2_5` conversation
+#: template (OpenGVLab/InternVL, internvl_chat/internvl/conversation.py; `--conv_style internvl2_5` in the
+#: InternVL2.5 and InternVL3 fine-tuning scripts), rendered as a ChatML system turn before the first user
+#: turn, as here. The `-hf` chat template omits it.
+OFFICIAL_SYSTEM_PROMPT = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
+
+
+def with_system_prompt(processor: InternVL3Processor, setting: str | None) -> InternVL3Processor:
+    """`processor` with the system turn of the `system_prompt` setting: None = the chat template's own
+    (none for the `-hf` template), "none" = none, "official" = `OFFICIAL_SYSTEM_PROMPT`, else the text."""
+    template = chat_pieces.template_system_prompt(processor.tokenizer)
+    prompt = chat_pieces.resolve_system_prompt(setting, template=template, official=OFFICIAL_SYSTEM_PROMPT)
+    return replace(processor, system_prompt=prompt)
 
 
 def tokens_per_frame(processor: InternVL3Processor) -> int:

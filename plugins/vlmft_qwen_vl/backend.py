@@ -20,7 +20,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vlmft_cli.model_backend import DEFAULT_LORA_PROJECTIONS, EncodedSample, LoadedModel, LoadOptions, Turn
+from vlmft_cli.model_backend import (
+    DEFAULT_LORA_PROJECTIONS,
+    EncodedSample,
+    LoadedModel,
+    LoadOptions,
+    Turn,
+    remote_model_source,
+)
 from vlmft_cli.model_names import language_model_lora_pattern, local_model_type
 from vlmft_qwen_vl.family import QWEN2_5_VL, QWEN3_VL, QwenFamily
 from vlmft_qwen_vl.tokens import END_OF_TEXT, IM_END, IM_START, IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START
@@ -39,6 +46,9 @@ class QwenVLBackend:
     family: QwenFamily
     name: str
     description: str
+    #: The system turn of Qwen's official fine-tuning code (QwenLM's `qwen-vl-finetune`), what
+    #: `system_prompt: official` means; None = none.
+    official_system_prompt: str | None
 
     # --- names -------------------------------------------------------------------------------------
 
@@ -62,23 +72,24 @@ class QwenVLBackend:
         path = Path(name_or_path).expanduser()
         if path.is_dir():
             return str(path.resolve())
-        return name_or_path
+        return remote_model_source(name_or_path)  # a hub id: cached or reachable, else one clear error
 
     # --- loading -----------------------------------------------------------------------------------
 
     def load(self, name_or_path: str, options: LoadOptions, home: Path) -> LoadedModel:
+        source = self.resolve(name_or_path, home)  # first: a model that cannot be had fails before heavy imports
         from vlmft_qwen_vl.loading import load_model
         from vlmft_qwen_vl.processor import QwenVLProcessor
 
-        source = self.resolve(name_or_path, home)
         processor = QwenVLProcessor.from_pretrained(source, self.family)
         model = load_model(source, options, self.family)
         return LoadedModel(model=model, processor=processor, source=source)
 
     def load_processor(self, name_or_path: str, home: Path) -> QwenVLProcessor:
+        source = self.resolve(name_or_path, home)  # first: a model that cannot be had fails before heavy imports
         from vlmft_qwen_vl.processor import QwenVLProcessor
 
-        return QwenVLProcessor.from_pretrained(self.resolve(name_or_path, home), self.family)
+        return QwenVLProcessor.from_pretrained(source, self.family)
 
     # --- model structure ---------------------------------------------------------------------------
 
@@ -136,6 +147,14 @@ class QwenVLBackend:
 
         return collate(samples, pad_token_id)
 
+    def with_system_prompt(self, processor: QwenVLProcessor, system_prompt: str | None) -> QwenVLProcessor:
+        """The processor whose encodings carry the system turn the `system_prompt` setting names: unset = the
+        chat template's default (Qwen2.5-VL: "You are a helpful assistant.", Qwen3-VL: none), "none" = no
+        system turn, "official" = `official_system_prompt`, any other text = that text."""
+        from vlmft_qwen_vl.encoding import with_system_prompt
+
+        return with_system_prompt(processor, system_prompt, official=self.official_system_prompt)
+
     # --- architectures -----------------------------------------------------------------------------
 
     def architecture_variants(self) -> list[str]:
@@ -152,6 +171,9 @@ class Qwen25VLBackend(QwenVLBackend):
 
     family = QWEN2_5_VL
     name = QWEN2_5_VL.name
+    # `qwen-vl-finetune`'s Qwen2.5-VL preprocessing writes this system message before every sample (and its
+    # current processor path renders the chat template, whose default it is).
+    official_system_prompt = "You are a helpful assistant."
     description = "Qwen2.5-VL (frames as a video, temporal rope spacing) via transformers' native classes; tiny-qwen2.5-vl offline"
 
 
@@ -160,4 +182,7 @@ class Qwen3VLBackend(QwenVLBackend):
 
     family = QWEN3_VL
     name = QWEN3_VL.name
+    # `qwen-vl-finetune` renders Qwen3-VL samples with the processor's chat template and no system
+    # message: the template writes none.
+    official_system_prompt = None
     description = "Qwen3-VL (frames as a video with <t seconds> timestamps) via transformers' native classes; tiny-qwen3-vl offline"

@@ -16,23 +16,35 @@ timestamps and Qwen2.5-VL's `second_per_grid_ts` (temporal rope spacing). `mm_to
 video pads) and `video_grid_thw` travel in `EncodedSample.extra`, with the frames as
 `pixel_values_videos`; `EncodedSample.pixel_values` stays empty because the model's `pixel_values` are
 images. Labels equal the ids on each answer and its `<|im_end|>`. Nothing is truncated.
+
+The system turn is `processor.system_prompt`: the chat template's default as loaded, or what the
+`system_prompt` setting names (`with_system_prompt`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from PIL.Image import Image
 
-from vlmft_cli.chat_pieces import Piece, chatml_pieces, check_turns, tokenize_pieces
+from vlmft_cli.chat_pieces import Piece, chatml_pieces, check_turns, resolve_system_prompt, tokenize_pieces
 from vlmft_cli.model_backend import IGNORE_INDEX, EncodedSample, Turn
-from vlmft_qwen_vl.processor import QwenVLProcessor
+from vlmft_qwen_vl.processor import QwenVLProcessor, default_system_prompt
 from vlmft_qwen_vl.tokens import timestamp_text
 from vlmft_qwen_vl.video import chunk_timestamps, video_inputs
 
 #: `mm_token_type_ids` value of a video token (0 text, 1 image, 2 video).
 VIDEO_TOKEN_TYPE = 2
+
+
+def with_system_prompt(processor: QwenVLProcessor, setting: str | None, *, official: str | None) -> QwenVLProcessor:
+    """`processor` with the system turn of the `system_prompt` setting: None = the chat template's default
+    (read from the tokenizer's template again, so an earlier choice does not stick), "none" = none,
+    "official" = `official`, any other text = that text."""
+    template = default_system_prompt(processor.tokenizer, processor.family)
+    return replace(processor, system_prompt=resolve_system_prompt(setting, template=template, official=official))
 
 
 def tokens_per_frame(processor: QwenVLProcessor) -> int:

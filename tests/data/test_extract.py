@@ -281,6 +281,7 @@ def test_metadata_counts_everything(extracted):
         "subset_ratio": None,
         "limit": None,
         "strict": False,
+        "texts": "all",
     }
     assert metadata["frames_per_video"] == {"16": 16}
     assert metadata["skipped_records_total"] == 0 and metadata["damaged_shards"] == [] and metadata["renamed_ids"] == []

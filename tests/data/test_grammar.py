@@ -5,22 +5,27 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vlmft_cli.data.grammar import (
     ANSWER_STYLES,
+    DROP_DUPLICATE,
     DROP_EMPTY_ANSWER,
     DROP_EMPTY_BLOCK,
     DROP_EMPTY_QUESTION,
     DROP_NO_ANSWER_MARKER,
+    DROP_NOT_FIRST_ENTRY,
     MARKUP_TAG_RE,
     QA,
     TaskTag,
+    TextsMode,
     normalize_whitespace,
     parse_task_tag,
     parse_texts,
     render_block,
+    select_qas,
 )
 
 RELEASE_TEXT = (
@@ -52,6 +57,38 @@ def test_every_entry_is_parsed_and_remembers_its_index():
     qas = parse_texts([RELEASE_TEXT, second]).qas
     assert [qa.entry for qa in qas] == [0, 0, 0, 1]
     assert qas[-1].answer == "pick up the sanitizer"
+
+
+FIRST_ENTRY = (
+    "<task:success:discrete:True> put the cup down Q: satisfied? A: yes"
+    "<task:planning:freeform> Q: immediate next step? A: open the drawer"
+)
+LATER_ENTRY = (
+    "<task:planning:freeform>\nQ:  immediate next step?\n<PRED>A: open the drawer</PRED>"  # a copy, other spacing
+    "<task:past_description:freeform> Q: what just happened? A: put book on the table"
+    "<task:future_prediction:freeform> Q: what next?"  # no answer marker
+)
+
+
+def test_all_entries_keep_identical_qas_once_and_first_reads_the_first_entry_only():
+    entries = [FIRST_ENTRY, FIRST_ENTRY, LATER_ENTRY]
+    success = QA("success", "True", "discrete", "put the cup down Q: satisfied?", "yes", 0)
+    planning = QA("planning", None, "freeform", "Q: immediate next step?", "open the drawer", 0)
+    past = QA("past_description", None, "freeform", "Q: what just happened?", "put book on the table", 2)
+    every = select_qas(entries)
+    assert every.qas == [success, planning, past]
+    assert every.dropped == Counter({DROP_DUPLICATE: 3, DROP_NO_ANSWER_MARKER: 1})
+    first = select_qas(entries, TextsMode.FIRST)
+    assert first.qas == [success, planning]
+    assert first.dropped == Counter({DROP_NOT_FIRST_ENTRY: 1})  # past_description; the copies are no loss
+    # The official loader keeps a copy inside the first entry; `all` keeps it once.
+    assert select_qas([FIRST_ENTRY + FIRST_ENTRY], "first").qas == [success, planning, success, planning]
+    assert select_qas([FIRST_ENTRY + FIRST_ENTRY], "all").qas == [success, planning]
+    # The same question and answer under another task tag is another QA.
+    retagged = FIRST_ENTRY.replace("<task:planning:freeform>", "<task:future_prediction:freeform>")
+    assert len(select_qas([FIRST_ENTRY, retagged]).qas) == 3
+    with pytest.raises(ValueError):
+        select_qas(entries, "second")
 
 
 def test_tagged_answers_are_kept_whole_and_a_bare_less_than_survives():
@@ -189,6 +226,34 @@ def test_rendering_then_parsing_gives_back_the_qa(block):
     assert qa.answer == normalize_whitespace(answer)
     assert (qa.task_type, qa.subtype) == (expected.task_type, expected.subtype)
     assert qa.format in ("binary", task_format)
+
+
+@st.composite
+def entries_sharing_blocks(draw: st.DrawFn) -> list[str]:
+    """1-4 `texts` entries built from a few blocks, so copies within and across entries are common."""
+    blocks = [block[-1] for block in draw(st.lists(task_block(), min_size=1, max_size=3))]
+    entry = st.lists(st.sampled_from(blocks), max_size=4).map("".join)
+    return draw(st.lists(entry, min_size=1, max_size=4))
+
+
+def _fields(qa: QA) -> tuple:
+    return (qa.task_type, qa.subtype, qa.format, qa.question, qa.answer)
+
+
+@settings(max_examples=200, deadline=None)
+@given(entries=entries_sharing_blocks())
+def test_the_texts_modes_against_parsing_every_entry(entries):
+    parsed = parse_texts(entries).qas
+    first_seen: dict[tuple, QA] = {}
+    for qa in parsed:
+        first_seen.setdefault(_fields(qa), qa)
+    every = select_qas(entries, "all")
+    assert every.qas == list(first_seen.values())
+    assert every.dropped[DROP_DUPLICATE] == len(parsed) - len(first_seen)
+    first = select_qas(entries, "first")
+    assert first.qas == [qa for qa in parsed if qa.entry == 0]
+    in_first = {_fields(qa) for qa in first.qas}
+    assert first.dropped[DROP_NOT_FIRST_ENTRY] == len(set(first_seen) - in_first)
 
 
 hostile_text = st.one_of(

@@ -34,3 +34,27 @@ def test_a_single_damaged_file_is_inspected_as_far_as_it_reads(tmp_path):
     assert report["records"] == 2 and report["undecodable_frames"] == 1
     assert "truncated" in report["damage"][str(shard)]
     assert report["qas_per_record"] == {"1": 2}
+
+
+def test_texts_entries_are_counted_with_their_frame_ranges_and_differing_ones_flagged(tmp_path):
+    qa = "<task:success:discrete:True> Q: satisfied? A: yes"
+    other = "<task:past_description:freeform> Q: what just happened? A: put book on the table"
+    records = [
+        video("one", texts=[qa]),  # 4 frames: range 0-3
+        video("same", texts=[qa, qa], texts_start=[0, 2], texts_end=[3, 3]),
+        video("mixed", texts=[qa, qa + other, other], texts_start=[0, 1, 1], texts_end=[3, 3, 3]),
+        video("bare", texts=[qa, other], texts_start=[], texts_end=[]),
+    ]
+    source = write_source(tmp_path, {"train": [records]})
+    texts = inspect_source(str(source), records=10).as_dict()["texts"]
+    assert texts["entries_per_record"] == {"1": 1, "2": 2, "3": 1}
+    assert texts["frame_ranges"] == {"0-3": 3, "1-3": 2, "2-3": 1, "missing": 2}
+    assert texts["records_with_several_entries"] == 3
+    assert texts["records_with_identical_entries"] == 1 and texts["records_with_differing_entries"] == 2
+    assert texts["records_with_differing_frame_ranges"] == 2  # "same" (0-3, 2-3) and "mixed"
+    assert texts["differing_examples"] == [
+        {"video_id": "mixed", "entries": 3, "distinct_entries": 3, "frame_ranges": [[0, 3], [1, 3], [1, 3]]},
+        {"video_id": "bare", "entries": 2, "distinct_entries": 2, "frame_ranges": [None, None]},
+    ]
+    # first: one QA per record; all: "mixed" and "bare" add the past_description QA once each.
+    assert texts["qas"] == {"first": 4, "all": 6, "duplicates_dropped_by_all": 3}

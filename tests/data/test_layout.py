@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,6 +36,26 @@ def test_any_id_gives_a_safe_deterministic_key(video_id):
 def test_distinct_ids_get_distinct_keys(first, second):
     if first != second:
         assert safe_key(first) != safe_key(second)
+
+
+def test_an_id_spelled_like_a_hashed_key_never_takes_that_key():
+    # `x y` becomes its cleaned form plus the first 10 hex digits of its sha1; the id that is exactly
+    # that text is safe on disk, yet must get another folder.
+    hashed = "x_y-" + hashlib.sha1(b"x y").hexdigest()[:10]
+    assert safe_key("x y") == hashed
+    assert safe_key(hashed) != hashed
+    assert safe_key("id-" + hashlib.sha1(b"").hexdigest()[:10]) != safe_key("")
+    # Ids that only look a little like it stay as they are.
+    for plain in ("x_y-73DEC5934A", "x_y-73dec5934", "x_y-73dec5934ab", "run-0123456789-a", "a-b-c"):
+        assert safe_key(plain) == plain
+
+
+@settings(max_examples=300, deadline=None)
+@given(video_id=st.text(max_size=80))
+def test_no_id_is_spelled_like_the_key_of_another(video_id):
+    key = safe_key(video_id)
+    if key != video_id:  # `key` is also a possible id: it must map elsewhere
+        assert safe_key(key) != key
 
 
 def test_paths_are_relative_and_in_frame_order():

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
+from vlmft_cli.data import schema
 from vlmft_cli.data.schema import (
     Message,
     Rejection,
     Sample,
     TurnInfo,
+    _plain_jpeg_size,
+    image_file_problem,
     iter_samples,
     load_samples,
     stage1_lines,
@@ -42,12 +49,28 @@ QAS = [
 ]
 
 
+def _jpeg(size: tuple[int, int] = (8, 6)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (120, 40, 200)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that is only a header claiming width×height (no pixel data), written out by hand."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     folder = tmp_path / "data" / "images" / "train-00000" / "v1"
     folder.mkdir(parents=True)
     for i in range(2):
-        (folder / f"{i:02d}.jpg").write_bytes(b"jpeg")
+        (folder / f"{i:02d}.jpg").write_bytes(_jpeg())
     (tmp_path / "outside.jpg").write_bytes(b"secret")
     return tmp_path / "data"
 
@@ -161,6 +184,131 @@ def test_undecodable_bytes_reject_only_their_line(root):
     loaded = load_samples(path, root)
     assert [s.line for s in loaded.samples] == [1, 3]
     assert [(r.line, r.reason) for r in loaded.rejections] == [(2, "not UTF-8")]
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        pytest.param(b"", "is empty (0 bytes)", id="zero-bytes"),
+        pytest.param(b"this is a text file, not a frame\n", "is not a readable image", id="not-an-image"),
+        pytest.param(_jpeg()[:40], "is not a readable image", id="cut-inside-the-header"),
+        pytest.param(_png_header(0, 16), "is not a readable image", id="zero-width"),
+        pytest.param(_png_header(20000, 20000), "is too large to decode", id="decompression-bomb"),
+        pytest.param(_png_header(10000, 10000), "is 10000x10000, over the", id="over-the-pixel-limit"),
+    ],
+)
+def test_a_frame_that_cannot_be_a_frame_rejects_its_lines_at_load(root, content, reason):
+    (root / "images" / "train-00000" / "v1" / "bad.jpg").write_bytes(content)
+    bad = ["images/train-00000/v1/bad.jpg", IMAGES[1]]
+    path = _write(root / "s.jsonl", [_line(), _line(images=bad), _line(), _line(images=bad)])
+    loaded = load_samples(path, root)
+    assert [s.line for s in loaded.samples] == [1, 3]
+    assert [r.line for r in loaded.rejections] == [2, 4]
+    for rejection in loaded.rejections:
+        assert str(rejection).startswith(f"{path}:{rejection.line}: image 'images/train-00000/v1/bad.jpg' {reason}")
+
+
+def _jpeg_variants() -> list[bytes]:
+    exif = Image.Exif()
+    exif[0x010F] = "vlmft"  # Make: an APP1 segment before the frame header
+    variants = []
+    for image in (Image.new("RGB", (37, 21), (1, 2, 3)), Image.new("L", (5, 300)), Image.new("CMYK", (64, 48))):
+        for options in ({}, {"progressive": True}, {"optimize": True, "quality": 30}, {"exif": exif.tobytes()}):
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", **options)
+            variants.append(buffer.getvalue())
+    return variants
+
+
+def _pillow_opens(path: Path) -> bool:
+    try:
+        with Image.open(path) as image:
+            return image.size is not None
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def test_the_quick_jpeg_header_reader_agrees_with_pillow(tmp_path):
+    path = tmp_path / "frame.jpg"
+    for data in _jpeg_variants():
+        path.write_bytes(data)
+        with Image.open(path) as image:
+            expected = image.size
+        assert _plain_jpeg_size(str(path)) in (expected, None)
+        assert image_file_problem(str(path), len(data)) is None
+    path.write_bytes(_jpeg((37, 21)))
+    assert _plain_jpeg_size(str(path)) == (37, 21)  # what extraction writes takes the quick way
+    # Cut anywhere up to the scan, a file is accepted exactly when Pillow can open it.
+    data = _jpeg_variants()[3]
+    for cut in range(1, data.index(b"\xff\xda") + 6):
+        path.write_bytes(data[:cut])
+        assert (image_file_problem(str(path), cut) is None) == _pillow_opens(path), cut
+
+
+_VARIANTS = _jpeg_variants()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    variant=st.sampled_from(range(len(_VARIANTS))),
+    changes=st.lists(st.tuples(st.integers(2, 700), st.integers(0, 255)), min_size=1, max_size=3),
+    cut=st.none() | st.integers(1, 800),
+)
+def test_a_damaged_jpeg_header_is_accepted_exactly_when_pillow_opens_it(tmp_path, variant, changes, cut):
+    data = bytearray(_VARIANTS[variant])
+    header = data.index(b"\xff\xda") + 14
+    for position, value in changes:
+        data[position % header] = value
+    data = bytes(data[:cut])
+    path = tmp_path / "frame.jpg"
+    path.write_bytes(data)
+    assert (image_file_problem(str(path), len(data)) is None) == _pillow_opens(path)
+
+
+def test_a_line_without_frames_is_rejected(root):
+    no_frames = _line(
+        images=[], conversations=[{"from": "human", "value": "Q: what now?"}, {"from": "gpt", "value": "go"}]
+    )
+    no_frames["metadata"] = {"video_id": "vid", "split": "train", "turns": [_line()["metadata"]["turns"][0]]}
+    path = _write(root / "s.jsonl", [no_frames, _line()])
+    loaded = load_samples(path, root)
+    assert [s.line for s in loaded.samples] == [2]
+    assert [(r.line, r.reason) for r in loaded.rejections] == [
+        (1, "'images' is empty: a sample needs at least one frame")
+    ]
+
+
+def test_a_frame_shared_by_many_lines_has_its_header_read_once(root, monkeypatch):
+    checked: list[str] = []
+
+    def counting(path: str, size: int) -> str | None:
+        checked.append(path)
+        return image_file_problem(path, size)
+
+    monkeypatch.setattr(schema, "image_file_problem", counting)
+    path = _write(root / "s.jsonl", [_line()] * 50)
+    assert len(load_samples(path, root).samples) == 50
+    assert sorted(checked) == sorted(str((root / image).resolve()) for image in IMAGES)
+
+
+def test_a_jsonl_file_linked_from_outside_the_data_root_is_refused_unread(root, tmp_path):
+    outside = tmp_path / "elsewhere" / "train.jsonl"
+    outside.parent.mkdir()
+    _write(outside, [_line()])
+    (root / "stage1").mkdir()
+    (root / "stage1" / "train.jsonl").symlink_to(outside)
+    with pytest.raises(DataError) as refused:
+        load_samples(root / "stage1" / "train.jsonl", root)
+    assert str(refused.value) == (
+        f"{root / 'stage1' / 'train.jsonl'} resolves outside the data root {root.resolve()} "
+        f"(to {outside.resolve()}): refused, not read"
+    )
+    linked_folder = root / "stage2"
+    linked_folder.symlink_to(outside.parent, target_is_directory=True)  # a folder linked out: the same
+    with pytest.raises(DataError, match="resolves outside the data root"):
+        load_samples(linked_folder / "train.jsonl", root)
+    (root / "inside.jsonl").symlink_to(_write(root / "real.jsonl", [_line()]))  # a link inside the root is fine
+    assert len(load_samples(root / "inside.jsonl", root).samples) == 1
 
 
 def test_existence_checks_can_be_skipped_but_never_path_safety(root):

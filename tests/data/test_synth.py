@@ -90,3 +90,34 @@ def test_existing_tree_needs_overwrite(tmp_path):
         synthesize(SynthOptions(out=tmp_path, videos=1, val_videos=1, frame_size=32))
     synthesize(SynthOptions(out=tmp_path, videos=1, val_videos=1, frame_size=32, overwrite=True))
     assert len(list((tmp_path / "tfrecord" / "train").iterdir())) == 1
+
+
+def test_the_mixed_layout_has_single_identical_and_differing_entries(tmp_path):
+    synthesize(SynthOptions(out=tmp_path / "mixed", videos=40, val_videos=0, seed=2, frame_size=16, texts_layout="mixed"))
+    synthesize(SynthOptions(out=tmp_path / "split", videos=40, val_videos=0, seed=2, frame_size=16))
+    mixed, split = _records(tmp_path / "mixed")["train"], _records(tmp_path / "split")["train"]
+    kinds = Counter()
+    for record, same_video in zip(mixed, split, strict=True):
+        assert (record.unique_id, record.frames) == (same_video.unique_id, same_video.frames)
+        assert len(record.texts) == len(record.texts_start) == len(record.texts_end) <= 4
+        assert (record.texts_start[0], record.texts_end) == (0, [FRAMES_PER_VIDEO - 1] * len(record.texts))
+        # The first entry holds the video's QAs: the QAs of the split layout.
+        first = parse_texts(record.texts[:1]).qas
+        assert sorted((qa.question, qa.answer) for qa in first) == sorted(
+            (qa.question, qa.answer) for qa in parse_texts(same_video.texts).qas
+        )
+        contents = [(qa.task_type, qa.question, qa.answer) for qa in first]
+        for text, start in zip(record.texts[1:], record.texts_start[1:], strict=True):
+            if text == record.texts[0]:
+                kinds["identical"] += 1
+                assert start == 0
+            else:
+                kinds["different"] += 1
+                assert start in (4, 8)
+                later = [(qa.task_type, qa.question, qa.answer) for qa in parse_texts([text]).qas]
+                assert len(later) == 2 and later[1] in contents  # a new QA, then a copy of a first-entry QA
+        kinds[f"{len(record.texts)} entries"] += 1
+    assert kinds["1 entries"] and kinds["identical"] and kinds["different"]
+    assert kinds["1 entries"] + kinds["2 entries"] + kinds["3 entries"] + kinds["4 entries"] == 40
+    with pytest.raises(DataError, match="texts layout"):
+        synthesize(SynthOptions(out=tmp_path / "bad", videos=1, texts_layout="shuffled"))

@@ -59,10 +59,33 @@ def test_images_of_the_wrong_size_or_undecodable_are_found_with_full(out):
     buffer = io.BytesIO()
     Image.new("RGB", (10, 10)).save(buffer, format="JPEG")
     (out / "images" / "train-00000" / "t1" / "00.jpg").write_bytes(buffer.getvalue())
-    (out / "images" / "val-00000" / "v1" / "01.jpg").write_bytes(b"garbage")
+    truncated = out / "images" / "train-00000" / "t2" / "01.jpg"  # its header intact, its pixels cut off
+    data = truncated.read_bytes()
+    truncated.write_bytes(data[: data.index(b"\xff\xda") + 20])  # cut 20 bytes into the scan data
     problems = _problems(out, full=True)
     assert "images/train-00000/t1/00.jpg: 10x10, expected 32x32" in problems
-    assert any(p.startswith("images/val-00000/v1/01.jpg: does not decode") for p in problems)
+    assert any(p.startswith("images/train-00000/t2/01.jpg: does not decode") for p in problems)
+
+
+def test_an_image_that_is_not_one_rejects_its_lines_without_full(out):
+    (out / "images" / "val-00000" / "v1" / "01.jpg").write_bytes(b"garbage")
+    problems = _problems(out)
+    for stage in ("stage1", "stage2"):
+        assert (
+            f"{out / stage / 'val.jsonl'}:1: image 'images/val-00000/v1/01.jpg' is not a readable image"
+            in "\n".join(problems)
+        )
+
+
+def test_a_jsonl_file_linked_from_outside_the_folder_is_a_problem_and_not_read(out, tmp_path):
+    outside = tmp_path / "elsewhere.jsonl"
+    shutil.move(out / "stage2" / "val.jsonl", outside)
+    (out / "stage2" / "val.jsonl").symlink_to(outside)
+    problems = _problems(out)
+    assert (
+        f"{out / 'stage2' / 'val.jsonl'} resolves outside the data root {out.resolve()} (to {outside.resolve()}): refused, not read"
+        in problems
+    )
 
 
 def test_a_broken_line_and_wrong_counts_are_reported(out):

@@ -72,3 +72,61 @@ def test_batch_of_three_equals_one_at_a_time(tiny, processed_data):
         assert together[:cut] == alone[:cut]  # a row may go on padding after its stop token
     answers = {size: generate_answers(loaded.model, jobs, encode, tokenizer=tokenizer, stop_ids=stops, batch_size=size, max_new_tokens=10, device="cpu") for size in (1, 3)}
     assert answers[1] == answers[3] and len(answers[1]) == len(jobs)
+
+
+class RecordingModel:
+    """The model, with the attention mask of every `generate` call kept (how much each batch padded)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.masks = []
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def generate(self, **kwargs):
+        self.masks.append(kwargs["attention_mask"].clone())
+        return self.model.generate(**kwargs)
+
+
+def padding(lengths, batch_size):
+    return sum(max(chunk) * len(chunk) - sum(chunk) for chunk in (lengths[i : i + batch_size] for i in range(0, len(lengths), batch_size)))
+
+
+@pytest.mark.slow
+def test_generation_batches_prompts_by_length_and_answers_in_job_order(tiny, processed_data):
+    from vlmft_cli.reporting import RecordingReporter
+
+    backend, loaded, examples = tiny
+    tokenizer = loaded.processor.tokenizer
+    jobs = generation_jobs(examples)
+    encode = PromptEncoder(examples, processed_data, backend, loaded.processor)
+    stops = stop_token_ids(backend, tokenizer)
+    lengths = [len(encode(job)) for job in jobs]
+    # In job order (conversation by conversation, turn by turn) batches of 3 would pad much more.
+    assert padding(sorted(lengths), 3) < padding(lengths, 3)
+    model, reporter = RecordingModel(loaded.model), RecordingReporter()
+    answers = generate_answers(model, jobs, encode, tokenizer=tokenizer, stop_ids=stops, batch_size=3, max_new_tokens=3, device="cpu", reporter=reporter, workers=1)
+    rows = [[int(row.sum()) for row in mask] for mask in model.masks]
+    assert sorted(length for row in rows for length in row) == sorted(lengths)
+    assert sum(len(row) * mask.shape[1] - sum(row) for row, mask in zip(rows, model.masks, strict=True)) == padding(sorted(lengths), 3)
+    # Each answer is the one its prompt gets alone, in the order of the jobs.
+    kwargs = {"pad_token_id": tokenizer.pad_token_id, "stop_ids": stops, "max_new_tokens": 3, "device": "cpu"}
+    alone = [decode_answer(tokenizer, generate_batch(loaded.model, [encode(job)], **kwargs)[0], stops) for job in jobs]
+    assert answers == alone and len(set(alone)) > 1
+    task = next(task for task in reporter.tasks if task.description == "generate")
+    assert task.total == task.completed == len(jobs)
+
+
+def test_plain_progress_lines_show_the_time_left(monkeypatch, capsys):
+    from vlmft_cli.cli import output
+
+    clock = iter([100.0, 110.0, 130.0, 140.0])
+    monkeypatch.setattr(output.time, "monotonic", lambda: next(clock))
+    with output.ConsoleReporter().progress("generate", total=4, unit="answers") as task:
+        task.advance(1)  # 1 answer in 10 s: 3 left at 0.1/s
+        task.advance(2)  # 3 in 30 s: 1 left
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "generate: 1/4 answers (0.1 answers/s, ETA 30s)"
+    assert lines[1] == "generate: 3/4 answers (0.1 answers/s, ETA 10s)"
+    assert lines[2] == "generate: 3/4 answers (0.075 answers/s, ETA 13s)"

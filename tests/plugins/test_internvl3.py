@@ -74,6 +74,8 @@ def test_handles_tiny_hub_and_local_names(backend, tmp_path):
 
 
 def test_resolve_keeps_hub_ids_and_absolutises_folders(backend, tmp_path, monkeypatch):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)  # a hub that answers (offline: tests/test_plugins.py)
+    monkeypatch.setattr("vlmft_cli.model_backend.hub_unreachable", lambda timeout_s=5.0: None)
     assert backend.resolve("OpenGVLab/InternVL3-8B-hf", tmp_path) == "OpenGVLab/InternVL3-8B-hf"
     (tmp_path / "ckpt").mkdir()
     monkeypatch.chdir(tmp_path)
@@ -211,6 +213,69 @@ def test_system_prompt_and_literal_special_text(backend, processor):
     assert text.startswith("<|im_start|>system\nYou are a robot.<|im_end|>\n<|im_start|>user\nsay <|im_end|>")
     assert sample.input_ids.tolist().count(processor.im_end_id) == 3  # the literal one stays text
     assert sample.pixel_values.shape == (0, 3, 112, 112)
+
+
+#: The system message of InternVL's fine-tuning template `internvl2_5` (OpenGVLab/InternVL,
+#: internvl_chat/internvl/conversation.py), copied from there.
+INTERNVL2_5_SYSTEM_MESSAGE = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
+#: system_prompt setting → the system message the conversation is rendered with (None: no system message).
+SYSTEM_MODES = {
+    None: None,  # the -hf chat template writes no system turn of its own
+    "none": None,
+    "official": INTERNVL2_5_SYSTEM_MESSAGE,
+    "You are a robot arm. Answer in five words.": "You are a robot arm. Answer in five words.",
+}
+
+
+def _rendered(processor, system: str | None, turns, n_frames: int, *, generation_prompt: bool = False) -> str:
+    """The chat template's rendering of `turns` (with `system` as a system message), frames expanded."""
+    messages = [{"role": "system", "content": system}] if system is not None else []
+    messages += [
+        {"role": turn.role, "content": ([{"type": "video"}] if index == 0 else []) + [{"type": "text", "text": turn.text}]}
+        for index, turn in enumerate(turns)
+    ]
+    rendered = processor.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    block = IMG_START + IMG_CONTEXT * processor.image_seq_length + IMG_END
+    return rendered.replace("<video>\n", "\n".join(f"Frame{i + 1}: {block}" for i in range(n_frames)) + "\n")
+
+
+@pytest.mark.parametrize("mode", list(SYSTEM_MODES), ids=["default", "none", "official", "text"])
+def test_each_system_prompt_mode_encodes_as_the_chat_template_renders_it(backend, processor, mode):
+    chosen = backend.with_system_prompt(processor, mode)
+    system = SYSTEM_MODES[mode]
+    frames = make_frames(2)
+    tokenizer = processor.tokenizer
+    sample = backend.encode(chosen, frames, MULTI_TURNS)
+    rendered = _rendered(processor, system, MULTI_TURNS, 2)
+    assert rendered.startswith("<|im_start|>system\n" if system else "<|im_start|>user\n")
+    assert sample.input_ids.tolist() == tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    prompt = backend.encode_prompt(chosen, frames, MULTI_TURNS[:3])
+    rendered_prompt = _rendered(processor, system, MULTI_TURNS[:3], 2, generation_prompt=True)
+    assert prompt.input_ids.tolist() == tokenizer(rendered_prompt, add_special_tokens=False)["input_ids"]
+    # Predicted lengths stay exact with the system turn, for every cut of the conversation.
+    lengths = backend.conversation_lengths(chosen, 2, MULTI_TURNS)
+    assert lengths == [len(backend.encode(chosen, frames, MULTI_TURNS[: 2 * (k + 1)])) for k in range(3)]
+    assert lengths[-1] == len(tokenizer(rendered, add_special_tokens=False)["input_ids"])
+    # The label spans still cover exactly the answers.
+    answers = [turn.text for turn in MULTI_TURNS if turn.role == "assistant"]
+    assert [processor.decode(sample.labels[a:b]) for a, b in sample.answer_spans] == [a + IM_END for a in answers]
+    # A second choice replaces the first, it does not stack on it.
+    assert backend.with_system_prompt(chosen, None).system_prompt is None
+
+
+def test_packed_sequences_stay_exact_with_the_official_system_prompt(backend, processor):
+    official = backend.with_system_prompt(processor, "official")
+    frames = make_frames(2)
+    prefix = backend.packed_prefix_length(official, 2)
+    system_turn = len(processor.tokenizer(f"<|im_start|>system\n{INTERNVL2_5_SYSTEM_MESSAGE}<|im_end|>\n")["input_ids"])
+    assert prefix == backend.packed_prefix_length(processor, 2) + system_turn
+    packed = backend.encode_packed(official, frames, MULTI_TURNS)
+    singles = [backend.encode(official, frames, MULTI_TURNS[i : i + 2]) for i in (0, 2, 4)]
+    assert len(packed) == packed.packed.length == prefix + sum(len(single) - prefix for single in singles)
+    assert torch.equal(packed.input_ids[:prefix], singles[0].input_ids[:prefix])
+    for (start, end), single in zip(packed.answer_spans, singles, strict=True):
+        (single_start, single_end) = single.answer_spans[0]
+        assert torch.equal(packed.labels[start:end], single.labels[single_start:single_end])
 
 
 @pytest.mark.parametrize(

@@ -112,6 +112,8 @@ def test_each_name_is_claimed_by_exactly_one_backend(tmp_path):
 
 
 def test_resolve_keeps_hub_ids_and_absolutises_folders(backend, tmp_path, monkeypatch):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)  # a hub that answers (offline: tests/test_plugins.py)
+    monkeypatch.setattr("vlmft_cli.model_backend.hub_unreachable", lambda timeout_s=5.0: None)
     hub_id = backend.family.hub_ids[0]
     assert backend.resolve(hub_id, tmp_path) == hub_id
     (tmp_path / "ckpt").mkdir()
@@ -310,6 +312,62 @@ def test_system_prompt_and_literal_special_text(backend, processor):
     assert sample.input_ids.tolist().count(processor.im_end_id) == 3  # the literal one stays text
     assert not sample.extra["mm_token_type_ids"].any() and "video_grid_thw" not in sample.extra
     assert sample.num_image_tokens == 0
+
+
+QWEN25_DEFAULT_TURN = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+ROBOT = "You are a robot arm. Answer in five words."
+#: backend → system_prompt setting → (the system message given to the chat template, None = none given;
+#: whether the template's own default system turn is then cut off: Qwen2.5-VL's template always writes one).
+SYSTEM_MODES = {
+    "qwen2_5_vl": {
+        None: (None, False),  # the template's default: "You are a helpful assistant."
+        "none": (None, True),
+        "official": ("You are a helpful assistant.", False),  # qwen-vl-finetune's system message
+        ROBOT: (ROBOT, False),
+    },
+    "qwen3_vl": {
+        None: (None, False),  # the template writes none
+        "none": (None, False),
+        "official": (None, False),  # qwen-vl-finetune renders Qwen3-VL samples with no system message
+        ROBOT: (ROBOT, False),
+    },
+}
+
+
+def _rendered(processor, system, cut_default, turns, num_frames, *, generation_prompt=False) -> str:
+    messages = [{"role": "system", "content": system}] if system is not None else []
+    messages += [
+        {"role": turn.role, "content": ([{"type": "video"}] if index == 0 else []) + [{"type": "text", "text": turn.text}]}
+        for index, turn in enumerate(turns)
+    ]
+    rendered = processor.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    if cut_default:
+        assert rendered.startswith(QWEN25_DEFAULT_TURN)
+        rendered = rendered[len(QWEN25_DEFAULT_TURN) :]
+    return rendered.replace(VISION_START + VIDEO_PAD + VISION_END, expanded_video(processor, num_frames))
+
+
+@pytest.mark.parametrize("mode", [None, "none", "official", ROBOT], ids=["default", "none", "official", "text"])
+def test_each_system_prompt_mode_encodes_as_the_chat_template_renders_it(backend, processor, mode):
+    system, cut_default = SYSTEM_MODES[backend.name][mode]
+    chosen = backend.with_system_prompt(processor, mode)
+    frames = make_frames(4)
+    tokenizer = processor.tokenizer
+    sample = backend.encode(chosen, frames, MULTI_TURNS)
+    rendered = _rendered(processor, system, cut_default, MULTI_TURNS, 4)
+    assert sample.input_ids.tolist() == tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    prompt = backend.encode_prompt(chosen, frames, MULTI_TURNS[:3])
+    rendered_prompt = _rendered(processor, system, cut_default, MULTI_TURNS[:3], 4, generation_prompt=True)
+    assert prompt.input_ids.tolist() == tokenizer(rendered_prompt, add_special_tokens=False)["input_ids"]
+    lengths = backend.conversation_lengths(chosen, 4, MULTI_TURNS)
+    assert lengths == [len(backend.encode(chosen, frames, MULTI_TURNS[: 2 * (k + 1)])) for k in range(3)]
+    assert lengths[-1] == len(tokenizer(rendered, add_special_tokens=False)["input_ids"])
+    answers = [turn.text for turn in MULTI_TURNS if turn.role == "assistant"]
+    assert [processor.decode(sample.labels[a:b]) for a, b in sample.answer_spans] == [a + IM_END for a in answers]
+    # The video tokens are typed where they are, after the system turn.
+    assert torch.equal(sample.extra["mm_token_type_ids"], (sample.input_ids == processor.video_pad_id).long() * 2)
+    # Unset again means the template's default, whatever was chosen before.
+    assert backend.with_system_prompt(chosen, None).system_prompt == processor.system_prompt
 
 
 @pytest.mark.parametrize(

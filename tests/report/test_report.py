@@ -52,3 +52,12 @@ def test_report_needs_runs(tmp_path):
 
 def runner_invoke(args):
     return CliRunner().invoke(app, args)
+
+
+def test_a_curve_keeps_the_checkpoint_subset_when_the_last_step_also_evaluated_everything():
+    from vlmft_cli.report.runs_data import checkpoint_evals
+
+    rows = [{"step": "2", "loss": "3.0", "eval_set": "subset"}, {"step": "4", "loss": "2.5", "eval_set": "subset"}, {"step": "4", "loss": "2.9", "eval_set": "full"}]
+    assert [row["loss"] for row in checkpoint_evals(rows)] == ["3.0", "2.5"]
+    plain = [{"step": "2", "loss": "3.0", "eval_set": "full"}, {"step": "4", "loss": "2.5"}]
+    assert checkpoint_evals(plain) == plain

@@ -212,3 +212,13 @@ def test_relative_data_resumes_from_another_folder_and_moved_data_with_data(fini
 def test_resume_loss_check_reports_the_signed_change():
     assert loss_change_message(1.0, 0.983) == "loss after resume 0.9830 vs 1.0000 before it (-1.7%)"
     assert loss_change_message(2.0, 2.05).endswith("(+2.5%)")
+
+
+def test_the_record_keeps_unknown_keys_and_clears_what_is_set_to_none(tmp_path):
+    from vlmft_cli.run_record import read_record, update_record
+
+    (tmp_path / "run.json").write_text(json.dumps({"status": "interrupted", "stop_reason": "received SIGTERM", "from_a_newer_vlmft": {"x": 1}, "stage": "not an int"}))
+    assert read_record(tmp_path).status == "interrupted" and read_record(tmp_path).stage is None  # a bad value is left out
+    update_record(tmp_path, status="running", stop_reason=None)
+    raw = json.loads((tmp_path / "run.json").read_text())
+    assert raw["status"] == "running" and "stop_reason" not in raw and raw["from_a_newer_vlmft"] == {"x": 1}

@@ -78,12 +78,13 @@ def _loader(settings: Settings, workers: int, reporter: Reporter) -> tuple[Any, 
     import torch
 
     from vlmft_cli.backends import backend_for
+    from vlmft_cli.chat_pieces import apply_system_prompt
     from vlmft_cli.pipeline.dataset import Collator, ExampleDataset
     from vlmft_cli.pipeline.sampling import SeededOrderSampler
     from vlmft_cli.pipeline.splits import load_split
 
     backend = backend_for(settings.model, settings.backend)
-    processor = backend.load_processor(settings.model, settings.home)
+    processor = apply_system_prompt(backend, backend.load_processor(settings.model, settings.home), settings.system_prompt)
     examples, _ = load_split(settings, "train", backend, processor, reporter, required=True)  # type: ignore[misc]
     assert settings.data is not None
     dataset = ExampleDataset(examples, settings.data, backend, processor)

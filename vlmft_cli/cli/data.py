@@ -7,6 +7,7 @@ the commands so `vlmft --help` never loads tensorflow or Pillow.
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,12 +16,21 @@ import typer
 from vlmft_cli.cli import output
 from vlmft_cli.cli.options import JsonOption
 from vlmft_cli.data.download import DEFAULT_SOURCE
+from vlmft_cli.data.grammar import DROP_DUPLICATE, DROP_NOT_FIRST_ENTRY, TextsMode
 
 app = typer.Typer(
     name="data",
     help="RoboVQA data: download, inspect, synthesise, extract to training JSONL, verify.",
     no_args_is_help=True,
 )
+
+
+class SynthTextsLayout(str, Enum):
+    """`vlmft data synth --texts-layout` (`vlmft_cli.data.synth.TEXTS_LAYOUTS`, kept here so --help stays light)."""
+
+    SPLIT = "split"
+    MIXED = "mixed"
+
 
 WorkersOption = Annotated[
     int | None,
@@ -106,6 +116,7 @@ def inspect_command(
         ],
     )
     output.print_table("Task types", ["task type", "QAs"], [[k, v] for k, v in report["task_types"].items()])
+    _print_texts(report["texts"])
     output.print_table(
         "Example QAs",
         ["task type", "subtype", "format", "question", "answer"],
@@ -119,6 +130,29 @@ def inspect_command(
         problems["unparseable records"] = report["unparseable_records"]
     if problems:
         output.print_table("Problems seen", ["what", "count or reason"], [[k, v] for k, v in problems.items()])
+
+
+def _print_texts(texts: dict[str, Any]) -> None:
+    qas = texts["qas"]
+    output.print_table(
+        "Texts entries (the official loader reads the first only)",
+        ["entries per record", "frame ranges", "several", "identical", "differing", "QAs: first / all (duplicates dropped)"],
+        [
+            [
+                _counts(texts["entries_per_record"]),
+                _counts(texts["frame_ranges"]),
+                texts["records_with_several_entries"],
+                texts["records_with_identical_entries"],
+                texts["records_with_differing_entries"],
+                f"{qas['first']} / {qas['all']} ({qas['duplicates_dropped_by_all']})",
+            ]
+        ],
+    )
+    for record in texts["differing_examples"]:
+        ranges = ", ".join("-".join(map(str, r)) if r else "missing" for r in record["frame_ranges"])
+        output.console.print(
+            f"entries differ: {record['video_id']}: {record['distinct_entries']} distinct of {record['entries']} (frames {ranges})"
+        )
 
 
 def _length(stats: dict[str, Any]) -> str:
@@ -149,6 +183,14 @@ def synth_command(
         int, typer.Option("--frame-size", min=16, max=2048, help="Frame width and height in pixels.")
     ] = 96,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing tfrecord/ folder.")] = False,
+    texts_layout: Annotated[
+        SynthTextsLayout,
+        typer.Option(
+            "--texts-layout",
+            help="split: a video's QAs spread over 2-3 different texts entries; mixed: all in the first entry, "
+            "0-3 more entries each a copy of it or a different one (with a QA repeated).",
+        ),
+    ] = SynthTextsLayout.SPLIT,
     json: JsonOption = False,
 ) -> None:
     """Write a synthetic RoboVQA TFRecord tree: every task family, real grammar, 16 frames per video.
@@ -158,7 +200,14 @@ def synth_command(
     from vlmft_cli.data.synth import SynthOptions, synthesize
 
     options = SynthOptions(
-        out=out, videos=videos, val_videos=val, seed=seed, shards=shards, frame_size=frame_size, overwrite=overwrite
+        out=out,
+        videos=videos,
+        val_videos=val,
+        seed=seed,
+        shards=shards,
+        frame_size=frame_size,
+        overwrite=overwrite,
+        texts_layout=SynthTextsLayout(texts_layout).value,
     )
     result = synthesize(options)
     if json:
@@ -206,6 +255,14 @@ def extract_command(
     strict: Annotated[
         bool, typer.Option("--strict", help="Exit 1 if any record was skipped or any shard damaged.")
     ] = False,
+    texts: Annotated[
+        TextsMode,
+        typer.Option(
+            "--texts",
+            help="Which texts entries of a record give QAs: all (identical QAs of a video kept once) or first "
+            "(the official loader's texts.feature[0]).",
+        ),
+    ] = TextsMode.ALL,
     json: JsonOption = False,
 ) -> None:
     """Turn RoboVQA TFRecords into frames + stage-1/stage-2 JSONL. Resumable: rerun after any stop.
@@ -225,6 +282,7 @@ def extract_command(
         subset_ratio=subset_ratio,
         limit=limit,
         strict=strict,
+        texts=TextsMode(texts).value,
     )
     result = run_extract(options, output.make_reporter(quiet=json))
     if json:
@@ -269,8 +327,10 @@ def _print_extract_summary(out: Path, metadata: dict[str, Any], already_complete
         ["task type", *splits],
         [[t, *(s["task_types"].get(t, 0) for s in splits.values())] for t in task_types],
     )
+    _print_extract_texts(metadata)
     reasons = sorted({r for s in splits.values() for r in s["skipped_records"]})
-    dropped = sorted({r for s in splits.values() for r in s["dropped_qas"]})
+    not_bad = {DROP_DUPLICATE, DROP_NOT_FIRST_ENTRY}  # what --texts chose, shown above
+    dropped = sorted({r for s in splits.values() for r in s["dropped_qas"]} - not_bad)
     if reasons or dropped or metadata["damaged_shards"]:
         rows = [[f"skipped record: {r}", *(s["skipped_records"].get(r, 0) for s in splits.values())] for r in reasons]
         rows += [[f"dropped QA: {r}", *(s["dropped_qas"].get(r, 0) for s in splits.values())] for r in dropped]
@@ -280,6 +340,19 @@ def _print_extract_summary(out: Path, metadata: dict[str, Any], already_complete
                 f"damaged shard {damage['source']} ({damage['split']}): kept {damage['records_before_damage']} records before: {damage['error']}"
             )
     output.console.print(f"Frames per video: {_counts(metadata['frames_per_video'])}. Next: vlmft data verify {out}")
+
+
+def _print_extract_texts(metadata: dict[str, Any]) -> None:
+    texts = metadata.get("texts")
+    if not texts:
+        return
+    if texts["mode"] == TextsMode.FIRST.value:
+        what = f"the first texts entry only (the official loader); {texts['later_entry_qas_not_read']} QAs of later entries not read"
+    else:
+        what = f"every texts entry; {texts['duplicate_qas_dropped']} duplicate QAs dropped"
+    output.console.print(
+        f"QAs from {what}; {texts['records_with_several_entries']} videos with several entries; {texts['qas_kept']} QAs kept."
+    )
 
 
 @app.command("verify")

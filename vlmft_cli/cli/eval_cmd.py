@@ -14,6 +14,7 @@ import typer
 
 from vlmft_cli.cli import output
 from vlmft_cli.cli.options import JsonOption, ProfileOption
+from vlmft_cli.evaluate.scoring import ScoreFormat
 
 app = typer.Typer(
     name="eval",
@@ -47,11 +48,13 @@ def evaluate(
     data: Annotated[Path | None, typer.Option("--data", "-d", help="Processed data folder (default: the run's).", show_default=False)] = None,
     split: Annotated[str, typer.Option("--split", help="train or val.")] = "val",
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N examples (QAs in stage 1, conversations in stage 2).", show_default=False)] = None,
+    eval_limit: Annotated[int | None, typer.Option("--eval-limit", min=1, help="Only the seeded subset of at most N QAs per task type that training evaluates at checkpoints with eval_limit N (the run's seed); not with --limit.", show_default=False)] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Base model for a zero-shot evaluation (default tiny-internvl3).", show_default=False)] = None,
     backend: Annotated[str | None, typer.Option("--backend", help="Model backend plugin (default: the run's, or the one that recognises --model).", show_default=False)] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", min=1, help="Samples per forward and prompts per generate call (default: the eval_batch_size setting).", show_default=False)] = None,
     generate: Annotated[bool, typer.Option("--generate", help="Also answer every question greedily and score it (BLEU-1..4, exact match, yes/no accuracy).", rich_help_panel=GEN)] = False,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Longest generated answer in tokens.", rich_help_panel=GEN)] = 64,
+    score_format: Annotated[ScoreFormat, typer.Option("--score-format", help="What BLEU compares: 'clean', the answers vlmft trains on ('yes'), or 'official', the official loader's targets with their answer marker ('A: yes' against 'A: ' + prediction), to compare with the paper's figures.", rich_help_panel=GEN)] = ScoreFormat.CLEAN,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: {run}/eval/stage{S}-{split}-step{N}).", show_default=False)] = None,
     runs_dir: RunsDirOption = None,
     profile: ProfileOption = None,
@@ -65,21 +68,21 @@ def evaluate(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from vlmft_cli.evaluate.report_files import LEGEND, has_generation, summary_table, title
+    from vlmft_cli.evaluate.report_files import LEGEND, has_generation, summary_tables
     from vlmft_cli.evaluate.runner import EvalRequest, evaluate_checkpoint
 
     default_out, home = _defaults()
     request = EvalRequest(
-        data=data, stage=stage, checkpoint=checkpoint, model=model, backend=backend, split=split, limit=limit,
-        generate=generate, batch_size=batch_size, max_new_tokens=max_new_tokens, out=out,
+        data=data, stage=stage, checkpoint=checkpoint, model=model, backend=backend, split=split, limit=limit, eval_limit=eval_limit,
+        generate=generate, batch_size=batch_size, max_new_tokens=max_new_tokens, score_format=score_format.value, out=out,
         runs_dir=runs_dir or default_out, home=home, profile=profile,
     )  # fmt: skip
     report = evaluate_checkpoint(request, output.make_reporter(quiet=json))
     if json:
         output.print_json({"output_dir": report.output_dir, "files": report.files, "metrics": report.metrics})
         return
-    columns, rows = summary_table(report.metrics)
-    output.print_table(title(report.metrics), columns, rows)
+    for table_title, columns, rows in summary_tables(report.metrics):
+        output.print_table(table_title, columns, rows)
     if has_generation(report.metrics):
         output.console.print(LEGEND, markup=False, style="dim")
     output.console.print(report.message, markup=False)
@@ -92,7 +95,7 @@ def compare(
     json: JsonOption = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print a markdown table instead of a rich one.")] = False,
 ) -> None:
-    """Evaluations side by side, with Δ% against the first.
+    """Evaluations side by side, with Δ% against the first and whether each difference is significant (95%: a paired bootstrap when both answered the same QAs, else non-overlapping intervals).
 
     Example: vlmft eval compare experiments/stage2-only_… experiments/stage2_…   (the curriculum ablation)
     """

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -48,10 +49,20 @@ def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) ->
     console.print(table)
 
 
+def one_line(text: str) -> str:
+    """`text` with every run of whitespace (newlines included) as one space."""
+    return " ".join(str(text).split())
+
+
 def error(message: str, hint: str | None = None) -> None:
-    err_console.print(f"[bold red]Error:[/] {message}", markup=True, soft_wrap=True)
-    if hint:
-        err_console.print(f"[dim]Hint: {hint}[/]", markup=True, soft_wrap=True)
+    """`Error: message — hint` on stderr, as ONE line whatever the message holds (never read as markup)."""
+    text = one_line(message) + (f" — {one_line(hint)}" if hint else "")
+    err_console.print(f"[bold red]Error:[/] {escape(text)}", markup=True, emoji=False, soft_wrap=True)
+
+
+def warning(message: str) -> None:
+    """`Warning: message` on stderr, one line."""
+    err_console.print(f"[yellow]Warning:[/] {escape(one_line(message))}", markup=True, emoji=False, soft_wrap=True)
 
 
 def _format_fields(fields: dict[str, Any]) -> str:
@@ -59,6 +70,16 @@ def _format_fields(fields: dict[str, Any]) -> str:
     for key, value in fields.items():
         parts.append(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}")
     return " ".join(parts)
+
+
+def format_duration(seconds: float) -> str:
+    """A time left as a progress line shows it: 42s, 3m05s, 2h07m."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 class _RichTask:
@@ -94,8 +115,9 @@ class _PlainTask:
         self._last = now
         of_total = f"/{self.total:g}" if self.total else ""
         rate = self.completed / max(now - self._started, 1e-9)
+        left = f", ETA {format_duration((self.total - self.completed) / rate)}" if self.total and 0 < self.completed < self.total else ""
         extra = f" {_format_fields(self.fields)}" if self.fields else ""
-        err_console.print(f"{self.description}: {self.completed:g}{of_total} {self.unit} ({rate:.3g} {self.unit}/s){extra}", markup=False)
+        err_console.print(f"{self.description}: {self.completed:g}{of_total} {self.unit} ({rate:.3g} {self.unit}/s{left}){extra}", markup=False)
 
     def advance(self, amount: float = 1, **fields: Any) -> None:
         self.completed += amount
@@ -122,7 +144,7 @@ class ConsoleReporter:
             err_console.print(message, markup=False, soft_wrap=True)
 
     def warning(self, message: str) -> None:
-        err_console.print(f"[yellow]Warning:[/] {message}", markup=True, soft_wrap=True)
+        warning(message)
 
     @contextmanager
     def progress(self, description: str, total: float | None = None, unit: str = "items") -> Iterator[Any]:

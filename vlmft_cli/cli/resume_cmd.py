@@ -16,7 +16,7 @@ import typer
 from vlmft_cli.cli import output
 from vlmft_cli.cli.options import ConfigOption, JsonOption
 from vlmft_cli.cli.settings_options import with_setting_options
-from vlmft_cli.cli.train_cmd import print_result
+from vlmft_cli.cli.train_cmd import exit_for, print_result
 
 #: Settings a resume cannot take (see the module docstring).
 NOT_ON_RESUME = frozenset({"stage", "experiment"})
@@ -65,4 +65,6 @@ def resume(
     flags = dict(settings_flags)
     settings = SettingsInput(profile=flags.pop("profile", None), config_file=config, flags=flags)
     request = TrainRequest(settings=settings, resume="latest" if latest else checkpoint, experiment=experiment, dry_run=dry_run, force_new_settings=force_new_settings)
-    print_result(run_training(request, output.make_reporter(quiet=json)), json=json)
+    result = run_training(request, output.make_reporter(quiet=json))
+    print_result(result, json=json)
+    exit_for(result)  # a stop exits as `vlmft train` does

@@ -41,6 +41,8 @@ def train(
 ) -> None:
     """Train one curriculum stage with LoRA (QLoRA with --quantize 4bit).
 
+    Exit codes: 0 finished; 2 an error you can fix, 1 an unexpected one; a stop with a checkpoint: 130 Ctrl-C, 143 SIGTERM, 3 memory cap, 4 more than --max-bad-samples unreadable samples; 5 a NaN/inf loss or gradient norm (the newest checkpoint is the last good one).
+
     Example: vlmft train --stage 1 --data robovqa --profile gb10
 
     Example: vlmft train --stage 2 --data robovqa --profile gb10   (starts from the newest stage-1 run)
@@ -59,7 +61,17 @@ def train(
     flags = dict(settings_flags)
     settings = SettingsInput(stage=flags.pop("stage", None), profile=flags.pop("profile", None), config_file=config, flags=flags)
     request = TrainRequest(settings=settings, init_from=init_from, resume=resume, dry_run=dry_run, force_new_settings=force_new_settings)
-    print_result(run_training(request, output.make_reporter(quiet=json)), json=json)
+    result = run_training(request, output.make_reporter(quiet=json))
+    print_result(result, json=json)
+    exit_for(result)
+
+
+def exit_for(result: TrainResult) -> None:
+    """Exit non-zero when the run stopped early, so `vlmft train && vlmft eval` stops too: 130 for
+    SIGINT, 143 for SIGTERM, 3 for the memory cap, 4 for too many unreadable samples, 5 for a non-finite
+    loss or gradient norm (`vlmft_cli.training.request.EXIT_CODES`); the message says how to go on."""
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
 def print_result(result: TrainResult, *, json: bool) -> None:
@@ -74,7 +86,7 @@ def print_result(result: TrainResult, *, json: bool) -> None:
     if result.plan is not None:
         show_plan(result.plan)
         return
-    output.console.print(result.message)
+    output.console.print(result.message, soft_wrap=True, markup=False)  # the resume command stays one line to copy
 
 
 def show_plan(plan: dict) -> None:

@@ -4,15 +4,22 @@ it, to a local folder: in parallel, resumable, with retries.
 Reading goes through `tf.io.gfile`, so `gs://` and local sources take the same code path (the tests use
 a local folder as the bucket). A file is written as `.NAME.partial` and renamed when whole; a rerun skips
 files whose size matches the source's and continues a partial file from where it stopped.
+
+Offline, TensorFlow's `gs://` file system answers `isdir` with False but `exists` and `stat` with a
+`FailedPreconditionError` ("Could not resolve host"): `remote_access` turns such errors into one
+`DataError` that names the network as the cause, and a remote source is probed before its layout is
+judged, so an unreachable bucket is not reported as a bucket without shards.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from threading import Lock
@@ -25,6 +32,44 @@ from vlmft_cli.reporting import NullReporter, Reporter
 
 DEFAULT_SOURCE = "gs://anon_robovqa/tfrecord"
 _CHUNK_BYTES = 8 << 20
+
+#: Words in a TensorFlow file-system error that say the network failed, not the path.
+_NETWORK_WORDS = re.compile(r"http|curl|resolve|connect|network|timed? ?out|unreachable|socket|ssl|proxy|dns", re.IGNORECASE)
+
+
+def is_remote(source: str) -> bool:
+    return "://" in str(source)
+
+
+def remote_error(source: str, exc: Exception) -> DataError:
+    """A TensorFlow file-system error on `source` as one line; the network is named when it is the cause."""
+    tf = tensorflow()
+    message = " ".join(re.sub(r"\s*\[Op:.*?\]", "", str(getattr(exc, "message", None) or exc)).split()) or type(exc).__name__
+    network_kinds = (tf.errors.FailedPreconditionError, tf.errors.UnavailableError, tf.errors.DeadlineExceededError)
+    if isinstance(exc, network_kinds) or _NETWORK_WORDS.search(message):
+        return DataError(
+            f"cannot reach {source}: no network connection to it ({message})",
+            hint="check the network (and any proxy), or copy the data where there is one and pass the local folder",
+        )
+    return DataError(f"cannot read {source}: {message}")
+
+
+@contextmanager
+def remote_access(source: str) -> Iterator[None]:
+    """Turn TensorFlow file-system errors inside the block into `remote_error`s naming `source`."""
+    tf = tensorflow()
+    try:
+        yield
+    except tf.errors.OpError as exc:
+        raise remote_error(source, exc) from None
+
+
+def check_reachable(source: str) -> None:
+    """For a remote source, one metadata request, so that an unreachable bucket fails as such (`isdir`,
+    which finding the shards uses, says False offline). Local sources are not touched."""
+    if is_remote(source):
+        with remote_access(source):
+            tensorflow().io.gfile.exists(source)
 
 
 @dataclass(frozen=True)
@@ -117,12 +162,14 @@ def _with_retries(
 
 def plan_transfers(source: str, dest: Path) -> list[_Transfer]:
     """Every shard under the source's `train/` and `val/`, mapped to `dest/train/…` and `dest/val/…`."""
-    shards = find_shards(source)
-    return [
-        _Transfer(path, dest / split / os.path.basename(path), file_size(path))
-        for split in SPLITS
-        for path in shards.shards[split]
-    ]
+    check_reachable(source)
+    with remote_access(source):
+        shards = find_shards(source)
+        return [
+            _Transfer(path, dest / split / os.path.basename(path), file_size(path))
+            for split in SPLITS
+            for path in shards.shards[split]
+        ]
 
 
 def download(
@@ -133,6 +180,8 @@ def download(
     reporter = reporter or NullReporter()
     if options.workers < 1 or options.attempts < 1:
         raise DataError("--workers and attempts must be at least 1")
+    if not is_remote(options.source) and not os.path.exists(options.source):
+        raise DataError(f"--source {options.source} does not exist: pass the bucket ({DEFAULT_SOURCE}) or a folder laid out like it")
     dest = Path(options.dest)
     transfers = plan_transfers(options.source, dest)
     result = DownloadResult(dest, files=len(transfers))

@@ -24,7 +24,8 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -33,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from vlmft_cli import __version__
-from vlmft_cli.data.frames import VideoJob, VideoOutcome, write_videos
-from vlmft_cli.data.grammar import parse_texts
+from vlmft_cli.data.frames import DISK_FULL_ERRNOS, DiskFull, VideoJob, VideoOutcome, write_videos
+from vlmft_cli.data.grammar import DROP_DUPLICATE, DROP_NOT_FIRST_ENTRY, TextsMode, select_qas
 from vlmft_cli.data.layout import (
     METADATA_FILE,
     SPLITS,
@@ -45,10 +46,11 @@ from vlmft_cli.data.layout import (
     subset_fraction,
     video_image_dir,
 )
-from vlmft_cli.data.merge import MergeStats, merge_parts
+from vlmft_cli.data.merge import MergeStats, merge_parts, output_bytes
 from vlmft_cli.data.parts import (
     SKIP_BAD_FRAME,
     SKIP_DUPLICATE,
+    SKIP_KEY_COLLISION,
     SKIP_NO_FRAMES,
     SKIP_NO_ID,
     SKIP_NO_QA,
@@ -56,6 +58,7 @@ from vlmft_cli.data.parts import (
     ShardSummary,
     kept_entry,
     part_path,
+    part_text,
     read_summary,
     skipped_entry,
     write_part,
@@ -81,8 +84,11 @@ class ExtractOptions:
     subset_ratio: float | None = None
     limit: int | None = None  # records per split, in shard order
     strict: bool = False
+    texts: str = TextsMode.ALL.value  # which `texts` entries give QAs: all (identical QAs once) or first
 
     def validate(self) -> None:
+        if self.texts not in {mode.value for mode in TextsMode}:
+            raise DataError(f"--texts {self.texts!r} is not one of {', '.join(mode.value for mode in TextsMode)}")
         if not 16 <= self.size <= 4096:
             raise DataError(f"--size {self.size} is outside 16..4096")
         if not 1 <= self.quality <= 100:
@@ -115,6 +121,7 @@ def _fingerprint(options: ExtractOptions, source: SourceShards, sizes: dict[str,
         "quality": options.quality,
         "subset_ratio": options.subset_ratio,
         "limit": options.limit,
+        "texts": options.texts,
         "source_shards": {
             split: [[os.path.basename(p), sizes[p]] for p in paths] for split, paths in source.shards.items()
         },
@@ -158,6 +165,61 @@ def _check_same_fingerprint(found: dict[str, Any], expected: dict[str, Any], whe
         )
 
 
+# --- a full disk: one line naming the folder, the bytes needed and those free; a rerun resumes -----------
+
+_RERUN_HINT = "free space on that disk and rerun the same command: it resumes where this run stopped"
+
+
+def _bytes(count: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if count >= scale:
+            return f"{count:,} bytes ({count / scale:.1f} {unit})"
+    return f"{count:,} bytes"
+
+
+def _free_bytes(folder: Path) -> int | None:
+    """Free space where `folder` is (or would be: its nearest existing parent)."""
+    for candidate in (folder, *folder.parents):
+        try:
+            return shutil.disk_usage(candidate).free
+        except OSError:
+            continue
+    return None
+
+
+def _disk_full_error(reason: str, what: str, folder: Path, needed: int | None, more: str = "") -> DataError:
+    free = _free_bytes(folder)
+    figures = [
+        f"{_bytes(needed)} needed" if needed is not None else "",
+        f"{_bytes(free)} free" if free is not None else "",
+    ]
+    figures_text = ", ".join(f for f in figures if f)
+    return DataError(
+        f"disk full ({reason}) writing {what} into {folder}" + (f": {figures_text}" if figures_text else "") + more,
+        hint=_RERUN_HINT,
+    )
+
+
+@contextmanager
+def _disk_full_stops(what: str, folder: Path, needed: Callable[[], int | None] = lambda: None) -> Iterator[None]:
+    """Turns a write that fails for want of space into a `DataError` naming `folder` and the bytes needed."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in DISK_FULL_ERRNOS:
+            raise
+        raise _disk_full_error(exc.strerror or str(exc), what, folder, needed()) from None
+
+
+def _frames_disk_full(exc: DiskFull, records_left: int) -> DataError:
+    more = (
+        f"; the ~{records_left:,} records left need about {_bytes(records_left * exc.video_bytes)} more"
+        if records_left
+        else ""
+    )
+    return _disk_full_error(exc.reason, "frames", Path(exc.folder), exc.needed, more)
+
+
 # --- reading records -----------------------------------------------------------------------------------
 
 
@@ -168,10 +230,17 @@ class _Prepared:
 
 
 def prepare_record(
-    raw: bytes, index: int, shard: str, out: Path, options: ExtractOptions, seen_ids: set[str]
+    raw: bytes,
+    index: int,
+    shard: str,
+    out: Path,
+    options: ExtractOptions,
+    seen_ids: set[str],
+    seen_keys: dict[str, str],
 ) -> _Prepared | None:
     """What to do with one record: skip it (with a reason), keep it (frames already on disk), or keep it
-    once its frames are written. None when --subset-ratio leaves it out."""
+    once its frames are written. None when --subset-ratio leaves it out. `seen_ids` and `seen_keys`
+    (key → video id) hold the shard's records so far: no two videos of a shard ever share a folder."""
     try:
         record = parse_record(raw)
     except RecordError as exc:
@@ -183,7 +252,7 @@ def prepare_record(
         return None
     if not record.frames:
         return _Prepared(skipped_entry(index, video_id, SKIP_NO_FRAMES, "feature list images is missing or empty"))
-    parsed = parse_texts(record.texts)
+    parsed = select_qas(record.texts, options.texts)
     if not parsed.qas:
         dropped = (
             ", ".join(f"{reason}: {count}" for reason, count in sorted(parsed.dropped.items())) or "no task blocks"
@@ -195,6 +264,10 @@ def prepare_record(
         return _Prepared(skipped_entry(index, video_id, SKIP_DUPLICATE, f"video id {video_id!r} already in this shard"))
     seen_ids.add(video_id)
     key = safe_key(video_id)
+    if (owner := seen_keys.setdefault(key, video_id)) != video_id:  # two ids, one folder: a 40-bit sha1 clash
+        return _Prepared(
+            skipped_entry(index, video_id, SKIP_KEY_COLLISION, f"folder name {key!r} is already video id {owner!r}'s")
+        )
     image_dir = video_image_dir(shard, key)
     qas = [
         {
@@ -210,6 +283,7 @@ def prepare_record(
     entry = kept_entry(
         index, video_id, key, record.video_filename, image_dir, len(record.frames), qas, dict(parsed.dropped)
     )
+    entry["texts_entries"] = len(record.texts)  # merged into the split's `texts_entries` histogram
     # Frames are renamed into place in order, so the last one existing means all of them do.
     if (out / image_dir / frame_name(len(record.frames) - 1)).exists():
         return _Prepared(entry)
@@ -282,12 +356,15 @@ class _ShardRunner:
 
     def _finish_if_done(self, state: _ShardState) -> None:
         if state.reading_done and not state.tasks_in_flight:
-            write_part(part_path(self.parts_dir, state.summary.shard), state.summary, state.entries)
+            needed = lambda: len(part_text(state.summary, state.entries).encode())  # noqa: E731
+            with _disk_full_stops(f"the results of shard {state.summary.shard}", self.parts_dir, needed):
+                write_part(part_path(self.parts_dir, state.summary.shard), state.summary, state.entries)
 
     def run_shard(self, path: str, summary: ShardSummary, remaining: int | None) -> int:
         """Read one shard, handing its frames to the pool; returns how many records it selected."""
         state = _ShardState(summary)
         seen_ids: set[str] = set()
+        seen_keys: dict[str, str] = {}
         jobs: list[VideoJob] = []
         reader = ShardReader(path)
         if remaining == 0:
@@ -295,7 +372,7 @@ class _ShardRunner:
         else:
             for index, raw in enumerate(reader):
                 summary.records_read += 1
-                prepared = prepare_record(raw, index, summary.shard, self.out, self.options, seen_ids)
+                prepared = prepare_record(raw, index, summary.shard, self.out, self.options, seen_ids, seen_keys)
                 if prepared is None:
                     self._advance(1)
                     continue
@@ -379,6 +456,9 @@ def _extract_pending(
                 remaining = None if options.limit is None else max(options.limit - selected[shard.summary.split], 0)
                 selected[shard.summary.split] += runner.run_shard(shard.path, shard.summary, remaining)
             runner.drain()
+        except DiskFull as exc:
+            pool.shutdown(cancel_futures=True)
+            raise _frames_disk_full(exc, max(estimate - runner.throughput.records, 0)) from None
         except BrokenProcessPool:
             raise VlmftError(
                 "a frame worker process died (killed, or out of memory?)",
@@ -401,12 +481,29 @@ def _metadata(
         "options": used,
         "fingerprint": fingerprint,
         "splits": {split: stats.splits[split].as_dict() for split in SPLITS},
+        "texts": _texts_summary(options, stats),
         "frames_per_video": {str(k): v for k, v in sorted(stats.frames_per_video.items())},
         "skipped_records_total": stats.skipped_total,
         "skipped_records": stats.skipped,
         "damaged_shards": stats.damaged_shards,
         "renamed_ids": stats.renamed_ids,
         "timings": timings,
+    }
+
+
+def _texts_summary(options: ExtractOptions, stats: MergeStats) -> dict[str, Any]:
+    """Which `texts` entries gave the QAs and what that did, over the videos written (all splits)."""
+    splits = [stats.splits[split] for split in SPLITS]
+    entries = Counter[int]()
+    for split in splits:
+        entries.update(split.texts_entries)
+    return {
+        "mode": options.texts,
+        "qas_kept": sum(split.stage1_lines for split in splits),
+        "duplicate_qas_dropped": sum(split.dropped_qas.get(DROP_DUPLICATE, 0) for split in splits),
+        "later_entry_qas_not_read": sum(split.dropped_qas.get(DROP_NOT_FIRST_ENTRY, 0) for split in splits),
+        "records_with_several_entries": sum(count for n, count in entries.items() if n > 1),
+        "entries_per_record": {str(n): count for n, count in sorted(entries.items())},
     }
 
 
@@ -428,7 +525,7 @@ def run_extract(options: ExtractOptions, reporter: Reporter | None = None) -> Ex
         return ExtractResult(out, metadata, already_complete=True)
     _check_output_folder(out)
     work = out / WORK_DIR
-    with _exclusive(work):
+    with _exclusive(work), _disk_full_stops("its files", out):
         temp_dir, parts_dir = work / "tmp", work / "parts"
         shutil.rmtree(temp_dir, ignore_errors=True)  # leftovers of a killed run; we hold the lock
         temp_dir.mkdir()
@@ -447,7 +544,8 @@ def run_extract(options: ExtractOptions, reporter: Reporter | None = None) -> Ex
         shards_read = _extract_pending(options, out, work, plan, reporter)
         extracted = time.monotonic()
         shard_ids = {split: [shard_id(split, i) for i in range(len(source.shards[split]))] for split in SPLITS}
-        stats = merge_parts(out, parts_dir, shard_ids, temp_dir)
+        with _disk_full_stops("the JSONL files", out, lambda: output_bytes(parts_dir, shard_ids)):
+            stats = merge_parts(out, parts_dir, shard_ids, temp_dir)
         timings = {
             "shards_read_this_run": shards_read,
             "extract_s": round(extracted - started, 3),

@@ -5,6 +5,7 @@ Imports only Pillow, so worker processes start in a fraction of a second (no ten
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import re
@@ -16,6 +17,18 @@ from PIL import Image
 from vlmft_cli.data.layout import frame_name
 
 _ADDRESS_RE = re.compile(r" at 0x[0-9a-fA-F]+")
+
+#: The errors of a write that failed for want of space (a full disk, or a quota).
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class DiskFull(Exception):
+    """A video's frames did not fit on the disk: its folder, the bytes of its frames not yet written,
+    the bytes of all its frames, and the system's reason. (Plain arguments: it crosses the process pool.)"""
+
+    def __init__(self, folder: str, needed: int, video_bytes: int, reason: str) -> None:
+        super().__init__(folder, needed, video_bytes, reason)
+        self.folder, self.needed, self.video_bytes, self.reason = folder, needed, video_bytes, reason
 
 
 class FrameError(ValueError):
@@ -58,7 +71,11 @@ def write_atomically(path: Path, data: bytes) -> None:
     exist or is whole. The temporary name is fixed (`.NAME.tmp`): one left by a killed run is overwritten
     when the file is written again. (Beside it, not in a shared folder: workers would contend for it.)"""
     temp = path.with_name(f".{path.name}.tmp")
-    temp.write_bytes(data)
+    try:
+        temp.write_bytes(data)
+    except OSError:
+        temp.unlink(missing_ok=True)  # a full disk gets back what the partial file took
+        raise
     os.replace(temp, path)
 
 
@@ -80,7 +97,8 @@ class VideoOutcome:
 
 def write_videos(jobs: list[VideoJob], root: str, size: int, quality: int) -> list[VideoOutcome]:
     """Transcode and write each video's frames (in frame order, `NN.jpg`). A video with an undecodable
-    frame is written not at all: every frame is transcoded before the first is written."""
+    frame is written not at all: every frame is transcoded before the first is written. A write that
+    fails for want of space raises `DiskFull` (the frames written so far are whole; a rerun redoes the video)."""
     outcomes = []
     for job in jobs:
         try:
@@ -89,9 +107,17 @@ def write_videos(jobs: list[VideoJob], root: str, size: int, quality: int) -> li
             outcomes.append(VideoOutcome(job.record, 0, str(exc)))
             continue
         folder = Path(root, job.image_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        for index, data in enumerate(encoded):
-            write_atomically(folder / frame_name(index), data)
+        written = 0
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for index, data in enumerate(encoded):
+                write_atomically(folder / frame_name(index), data)
+                written = index + 1
+        except OSError as exc:
+            if exc.errno not in DISK_FULL_ERRNOS:
+                raise
+            needed = sum(len(data) for data in encoded[written:])
+            raise DiskFull(str(folder), needed, sum(map(len, encoded)), exc.strerror or str(exc)) from None
         outcomes.append(VideoOutcome(job.record, len(encoded)))
     return outcomes
 

@@ -17,14 +17,21 @@ most specific one known: `binary` when the answer is tagged binary (`<PRED:BINAR
 `<PRED:ANSWER:BINARY>`; the release tags yes/no answers so inside `discrete` tasks), else the tag's last
 field that is `freeform`, `discrete` or `binary`, else `discrete` when the answer is tagged so, else
 `freeform`.
+
+Which `texts` entries a record's QAs come from (`select_qas`, `vlmft data extract --texts`): the official
+notebook reads only the first entry (`texts.feature[0]`); `all` (the default) reads every entry and keeps
+a QA identical to an earlier one of the same record (same task type, subtype, format, question and
+answer) once, counting the copies as dropped (`DROP_DUPLICATE`); `first` reproduces the notebook and
+counts the QAs of the later entries it leaves out (`DROP_NOT_FIRST_ENTRY`, only those `all` would add).
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 
 TASK_TAG_RE = re.compile(r"(<task[:\w]*>)", re.IGNORECASE)
 MARKUP_TAG_RE = re.compile(r"</*\w[:\w]*>")
@@ -40,6 +47,19 @@ DROP_EMPTY_BLOCK = "empty_task_block"
 DROP_NO_ANSWER_MARKER = "no_answer_marker"
 DROP_EMPTY_QUESTION = "empty_question"
 DROP_EMPTY_ANSWER = "empty_answer"
+# Why a QA is not kept although it parsed (`select_qas`).
+DROP_DUPLICATE = "duplicate_qa"  # --texts all: identical to an earlier QA of the same record
+DROP_NOT_FIRST_ENTRY = "not_first_entry"  # --texts first: in a later entry (and not a copy of a kept QA)
+
+
+class TextsMode(str, Enum):
+    """Which `texts` entries of a record are read (`vlmft data extract --texts`)."""
+
+    ALL = "all"  # every entry, identical QAs kept once
+    FIRST = "first"  # the first entry only, as the official notebook (`texts.feature[0]`)
+
+    def __str__(self) -> str:
+        return str(self.value)
 
 
 @dataclass(frozen=True)
@@ -61,6 +81,11 @@ class QA:
     question: str
     answer: str
     entry: int = 0
+
+    @property
+    def content(self) -> tuple[str, str | None, str, str, str]:
+        """What a sample trains on: two QAs with the same content are identical, whatever their entry."""
+        return (self.task_type, self.subtype, self.format, self.question, self.answer)
 
 
 @dataclass
@@ -143,6 +168,37 @@ def parse_texts(entries: Iterable[str]) -> ParsedTexts:
                 parsed.qas.append(outcome)
             else:
                 parsed.dropped[outcome] += 1
+    return parsed
+
+
+def select_qas(entries: Sequence[str], mode: TextsMode | str = TextsMode.ALL) -> ParsedTexts:
+    """The QAs a record gives under `mode` (see the module docstring), in entry order then block order.
+
+    `all`: every entry; a QA whose content equals an earlier one's is dropped as `DROP_DUPLICATE` (the
+    first copy, with its entry and so its frame range, is kept). `first`: the first entry's QAs, all of
+    them, as the official loader; each distinct QA of a later entry that is not a copy of a kept one is
+    counted as `DROP_NOT_FIRST_ENTRY` (what `all` would add); blocks of later entries without a QA are
+    not counted (they are not read)."""
+    mode = TextsMode(mode)
+    parsed = ParsedTexts()
+    seen: set[tuple[str, str | None, str, str, str]] = set()
+    for entry_index, text in enumerate(entries):
+        read = mode is TextsMode.ALL or entry_index == 0
+        for tag, body in split_task_blocks(text):
+            outcome = parse_block(tag, body, entry_index)
+            if not isinstance(outcome, QA):
+                if read:
+                    parsed.dropped[outcome] += 1
+                continue
+            duplicate = outcome.content in seen
+            seen.add(outcome.content)
+            if not read:
+                if not duplicate:
+                    parsed.dropped[DROP_NOT_FIRST_ENTRY] += 1
+            elif duplicate and mode is TextsMode.ALL:
+                parsed.dropped[DROP_DUPLICATE] += 1
+            else:
+                parsed.qas.append(outcome)
     return parsed
 
 

@@ -3,20 +3,27 @@
 Reads the first records of each split (or of one shard file), so it answers in seconds even on the
 bucket, and reports what it finds rather than what the spec promises: an unexpected key, a missing
 one or a damaged shard shows up here first.
+
+The `texts` entries get their own account, because the official notebook reads only the first one: how
+many entries each record has, the frame range (`texts_start`-`texts_end`) of each, which records hold
+several entries that differ (flagged, with their ids), and the QAs `extract --texts first` and
+`--texts all` would give. The task mix and `qas_per_record` count the QAs of every entry as parsed.
 """
 
 from __future__ import annotations
 
 import io
+import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
 
-from vlmft_cli.data.grammar import parse_texts
+from vlmft_cli.data.grammar import DROP_DUPLICATE, TextsMode, parse_texts, select_qas
 from vlmft_cli.data.layout import SPLITS
 from vlmft_cli.data.records import RecordError, ShardReader, find_shards, parse_record, tensorflow
+from vlmft_cli.errors import DataError
 
 _EXAMPLES = 5
 
@@ -41,6 +48,58 @@ class KeyStats:
 
 
 @dataclass
+class TextsStats:
+    """How the records' `texts` entries look: counts, frame ranges, and whether the entries agree."""
+
+    entries_per_record: Counter[int] = field(default_factory=Counter)
+    frame_ranges: Counter[str] = field(default_factory=Counter)  # "start-end" of every entry, "missing"
+    several_entries: int = 0  # records with two or more entries
+    identical_entries: int = 0  # … all of them the same text
+    differing_entries: int = 0  # … not all the same text (flagged in `differing`)
+    differing_frame_ranges: int = 0  # … whose entries do not all have the same frame range
+    differing: list[dict[str, Any]] = field(default_factory=list)  # the first few flagged records
+    qas_first: int = 0  # QAs `extract --texts first` keeps
+    qas_all: int = 0  # QAs `extract --texts all` keeps
+    duplicate_qas: int = 0  # QAs `--texts all` drops as copies of an earlier one of the same record
+
+    def add(self, video_id: str | None, texts: list[str], ranges: list[tuple[int, int] | None]) -> None:
+        self.entries_per_record[len(texts)] += 1
+        self.frame_ranges.update(f"{r[0]}-{r[1]}" if r else "missing" for r in ranges)
+        if len(texts) > 1:
+            self.several_entries += 1
+            self.differing_frame_ranges += int(len(set(ranges)) > 1)
+            if len(set(texts)) == 1:
+                self.identical_entries += 1
+            else:
+                self.differing_entries += 1
+                if len(self.differing) < _EXAMPLES:
+                    self.differing.append(
+                        {
+                            "video_id": video_id,
+                            "entries": len(texts),
+                            "distinct_entries": len(set(texts)),
+                            "frame_ranges": [list(r) if r else None for r in ranges],
+                        }
+                    )
+        first, every = select_qas(texts, TextsMode.FIRST), select_qas(texts, TextsMode.ALL)
+        self.qas_first += len(first.qas)
+        self.qas_all += len(every.qas)
+        self.duplicate_qas += every.dropped[DROP_DUPLICATE]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "entries_per_record": {str(k): v for k, v in sorted(self.entries_per_record.items())},
+            "frame_ranges": dict(self.frame_ranges.most_common()),
+            "records_with_several_entries": self.several_entries,
+            "records_with_identical_entries": self.identical_entries,
+            "records_with_differing_entries": self.differing_entries,
+            "records_with_differing_frame_ranges": self.differing_frame_ranges,
+            "differing_examples": self.differing,
+            "qas": {"first": self.qas_first, "all": self.qas_all, "duplicates_dropped_by_all": self.duplicate_qas},
+        }
+
+
+@dataclass
 class InspectReport:
     source: str
     files: list[str] = field(default_factory=list)
@@ -57,6 +116,7 @@ class InspectReport:
     task_types: Counter[str] = field(default_factory=Counter)
     formats: Counter[str] = field(default_factory=Counter)
     dropped_blocks: Counter[str] = field(default_factory=Counter)
+    texts: TextsStats = field(default_factory=TextsStats)
     examples: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -76,6 +136,7 @@ class InspectReport:
             "task_types": dict(self.task_types.most_common()),
             "formats": dict(self.formats.most_common()),
             "dropped_task_blocks": dict(self.dropped_blocks.most_common()),
+            "texts": self.texts.as_dict(),
             "examples": self.examples,
         }
 
@@ -113,6 +174,7 @@ def _inspect_record(raw: bytes, report: InspectReport) -> None:
     _schema(raw, report)
     report.frames_per_record[len(record.frames)] += 1
     _frames(record.frames, report)
+    report.texts.add(record.unique_id, record.texts, [record.frame_range(i) for i in range(len(record.texts))])
     parsed = parse_texts(record.texts)
     report.qas_per_record[len(parsed.qas)] += 1
     report.dropped_blocks.update(parsed.dropped)
@@ -143,9 +205,17 @@ def _files_to_read(source: str) -> list[list[str]]:
 
 
 def inspect_source(source: str, records: int = 100) -> InspectReport:
-    """Read up to `records` records from each split (from its first shards), or from one shard file."""
+    """Read up to `records` records from each split (from its first shards), or from one shard file.
+    An unreachable remote source is one `DataError` naming the network (`download.remote_access`)."""
+    from vlmft_cli.data.download import check_reachable, is_remote, remote_access
+
+    if not is_remote(str(source)) and not os.path.exists(source):
+        raise DataError(f"{source} does not exist: pass a TFRecord file, a folder of them, or gs://…")
     report = InspectReport(str(source))
-    for paths in _files_to_read(str(source)):
+    check_reachable(str(source))
+    with remote_access(str(source)):
+        to_read = _files_to_read(str(source))
+    for paths in to_read:
         left = records
         for path in paths:
             if left <= 0:

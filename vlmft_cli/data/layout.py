@@ -28,13 +28,20 @@ WORK_DIR = ".extract"
 _SAFE_KEY_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,95}")
 _UNSAFE_CHARS_RE = re.compile(r"[^A-Za-z0-9_.-]+")
 _HASH_CHARS = 10
+#: The tail every hashed key ends with (`-` and the hash); an id that already ends like this is hashed too.
+_HASHED_TAIL_RE = re.compile(rf"-[0-9a-f]{{{_HASH_CHARS}}}\Z")
 
 
 def safe_key(video_id: str) -> str:
     """A file-name-safe key for a video id: the id itself when it is already safe, else a cleaned-up form
-    plus a hash of the original (so distinct ids never share a key). Never empty, never `.`/`..`, no
-    path separators: a key can only name one folder inside its parent."""
-    if _SAFE_KEY_RE.fullmatch(video_id) and ".." not in video_id:
+    plus a hash of the original. Never empty, never `.`/`..`, no path separators: a key can only name
+    one folder inside its parent.
+
+    Distinct ids get distinct keys: a kept id never ends in `-` and 10 hex digits (one that does, e.g.
+    `x_y-73dec5934a`, is hashed like an unsafe id), while every hashed key does, so a kept id can never
+    equal the key of a hashed one (`x y` → `x_y-73dec5934a`); two hashed keys are equal only if both
+    ids clean up alike and their sha1 agree on 40 bits, which extraction also checks (`prepare_record`)."""
+    if _SAFE_KEY_RE.fullmatch(video_id) and ".." not in video_id and not _HASHED_TAIL_RE.search(video_id):
         return video_id
     cleaned = _UNSAFE_CHARS_RE.sub("_", video_id).replace("..", "_").strip("._-")[:64]
     digest = hashlib.sha1(video_id.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_CHARS]

@@ -3,11 +3,14 @@
 
 Here the splits are reconciled: a video id met again later in a split is a duplicate, and a val video
 whose id is also in train is refused (the train copy stays), so no video is ever in both splits. The
-frames of a refused copy are removed (they lie in its own shard's folder, never the kept copy's).
+frames of a refused copy are removed (they lie in its own shard's folder, never the kept copy's: a
+folder a kept video uses is never removed). Last, every image the four files name is checked to exist:
+an extraction never finishes with a dangling reference.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections import Counter
@@ -19,6 +22,7 @@ from vlmft_cli.data.layout import SPLITS, STAGES, frame_paths, stage_file
 from vlmft_cli.data.parts import (
     SKIP_DUPLICATE,
     SKIP_IN_BOTH_SPLITS,
+    SKIP_KEY_COLLISION,
     is_kept,
     part_path,
     read_entries,
@@ -26,6 +30,7 @@ from vlmft_cli.data.parts import (
     skipped_entry,
 )
 from vlmft_cli.data.schema import dumps_line, stage1_lines, stage2_line
+from vlmft_cli.errors import DataError
 
 #: Longest list of individual skipped records / renamed ids kept in metadata.json (counts stay exact).
 MAX_LISTED = 10_000
@@ -45,11 +50,13 @@ class SplitStats:
     skipped_records: Counter[str] = field(default_factory=Counter)
     dropped_qas: Counter[str] = field(default_factory=Counter)
     damaged_shards: int = 0
+    texts_entries: Counter[int] = field(default_factory=Counter)  # `texts` entries per video written
 
     def as_dict(self) -> dict[str, Any]:
         data = dict(vars(self))
         for key in ("task_types", "formats", "skipped_records", "dropped_qas"):
             data[key] = dict(sorted(data[key].items()))
+        data["texts_entries"] = {str(k): v for k, v in sorted(self.texts_entries.items())}
         return data
 
 
@@ -69,8 +76,9 @@ class MergeStats:
             self.skipped.append({"split": split, "shard": shard, **entry})
 
 
-def _refuse(out: Path, entry: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
-    shutil.rmtree(out / entry["image_dir"], ignore_errors=True)
+def _refuse(out: Path, entry: dict[str, Any], reason: str, detail: str, *, keep_frames: bool = False) -> dict[str, Any]:
+    if not keep_frames:
+        shutil.rmtree(out / entry["image_dir"], ignore_errors=True)
     return skipped_entry(entry["record"], entry["video_id"], reason, detail)
 
 
@@ -81,7 +89,7 @@ def merge_parts(out: Path, parts_dir: Path, shards: dict[str, list[str]], temp_d
     for split in SPLITS:
         split_stats = stats.splits[split]
         seen_ids: set[str] = set()
-        seen_keys: set[str] = set()
+        seen_keys: dict[str, str] = {}  # key → shard of the kept video: its folder is images/<shard>/<key>
         temps = {stage: temp_dir / f"{stage}-{split}.jsonl" for stage in STAGES}
         handles = {stage: temps[stage].open("w", encoding="utf-8") for stage in STAGES}
         try:
@@ -105,8 +113,16 @@ def merge_parts(out: Path, parts_dir: Path, shards: dict[str, list[str]], temp_d
                 for entry in read_entries(path):
                     if is_kept(entry):
                         video_id, key = entry["video_id"], entry["key"]
-                        if video_id in seen_ids or key in seen_keys:
+                        if video_id in seen_ids:
                             entry = _refuse(out, entry, SKIP_DUPLICATE, f"video id {video_id!r} already in {split}")
+                        elif key in seen_keys:  # another id with this key: the lines' ids would clash
+                            entry = _refuse(
+                                out,
+                                entry,
+                                SKIP_KEY_COLLISION,
+                                f"key {key!r} is already another video's in {split}",
+                                keep_frames=seen_keys[key] == shard,  # the same folder as the kept video's
+                            )
                         elif split != SPLITS[0] and video_id in train_ids:
                             entry = _refuse(
                                 out,
@@ -118,7 +134,7 @@ def merge_parts(out: Path, parts_dir: Path, shards: dict[str, list[str]], temp_d
                         stats.note_skip(split, shard, entry)
                         continue
                     seen_ids.add(video_id)
-                    seen_keys.add(key)
+                    seen_keys[key] = shard
                     images = frame_paths(entry["image_dir"], entry["frames"])
                     lines = stage1_lines(key, video_id, split, images, entry["qas"])
                     handles["stage1"].writelines(dumps_line(line) for line in lines)
@@ -130,6 +146,8 @@ def merge_parts(out: Path, parts_dir: Path, shards: dict[str, list[str]], temp_d
                     split_stats.task_types.update(qa["task_type"] for qa in entry["qas"])
                     split_stats.formats.update(qa["format"] for qa in entry["qas"])
                     split_stats.dropped_qas.update(entry["dropped_qas"])
+                    if "texts_entries" in entry:
+                        split_stats.texts_entries[entry["texts_entries"]] += 1
                     stats.frames_per_video[entry["frames"]] += 1
                     if key != video_id and len(stats.renamed_ids) < MAX_LISTED:
                         stats.renamed_ids.append({"video_id": video_id, "key": key, "split": split})
@@ -142,4 +160,54 @@ def merge_parts(out: Path, parts_dir: Path, shards: dict[str, list[str]], temp_d
             os.replace(temps[stage], target)
         if split == SPLITS[0]:
             train_ids = seen_ids
+    check_references(out)
     return stats
+
+
+def output_bytes(parts_dir: Path, shards: dict[str, list[str]]) -> int:
+    """What the four JSONL files take for the parts' kept videos (a bound: before duplicates are refused);
+    for the message of a merge that ran out of space."""
+    total = 0
+    for split in SPLITS:
+        for shard in shards[split]:
+            for entry in read_entries(part_path(parts_dir, shard)):
+                if not is_kept(entry):
+                    continue
+                key, video_id, qas = entry["key"], entry["video_id"], entry["qas"]
+                images = frame_paths(entry["image_dir"], entry["frames"])
+                lines = [
+                    *stage1_lines(key, video_id, split, images, qas),
+                    stage2_line(key, video_id, split, images, qas),
+                ]
+                total += sum(len(dumps_line(line).encode("utf-8", "surrogatepass")) for line in lines)
+    return total
+
+
+def check_references(out: Path) -> None:
+    """Raise `DataError` if any image named by the four JSONL files is not there (streamed: a video's
+    lines are consecutive, so its folder is listed once)."""
+    missing, first = 0, ""
+    listed_dir: str | None = None
+    listing: set[str] = set()
+    for stage in STAGES:
+        for split in SPLITS:
+            path = stage_file(out, stage, split)
+            with path.open(encoding="utf-8") as handle:
+                for number, line in enumerate(handle, start=1):
+                    for image in json.loads(line)["images"]:
+                        folder, _, name = image.rpartition("/")
+                        if folder != listed_dir:
+                            listed_dir = folder
+                            try:
+                                listing = set(os.listdir(out / folder))
+                            except OSError:
+                                listing = set()
+                        if name not in listing:
+                            missing += 1
+                            first = first or f"{path.relative_to(out)}:{number}: {image}"
+    if missing:
+        raise DataError(
+            f"extraction left {missing} image reference(s) without a file in {out} (first: {first}); "
+            "metadata.json was not written",
+            hint=f"this is a bug in vlmft; please report it (the parts are kept in {out}/.extract/parts)",
+        )

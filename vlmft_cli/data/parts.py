@@ -24,6 +24,7 @@ SKIP_NO_QA = "no_qa"
 SKIP_BAD_FRAME = "undecodable_frame"
 SKIP_DUPLICATE = "duplicate_video"
 SKIP_IN_BOTH_SPLITS = "video_in_both_splits"
+SKIP_KEY_COLLISION = "folder_name_collision"  # another video id of the shard has the same safe key
 
 
 @dataclass
@@ -71,10 +72,15 @@ def part_path(parts_dir: Path, shard: str) -> Path:
     return parts_dir / f"{shard}.jsonl"
 
 
+def part_text(summary: ShardSummary, entries: list[dict[str, Any]]) -> str:
+    """A part's whole content: the summary line, then the entries in record order."""
+    lines = [asdict(summary), *sorted(entries, key=lambda e: e["record"])]
+    return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
+
+
 def write_part(path: Path, summary: ShardSummary, entries: list[dict[str, Any]]) -> None:
     """Write a whole part atomically (temporary name in the same folder, fsync, then rename)."""
-    lines = [asdict(summary), *sorted(entries, key=lambda e: e["record"])]
-    atomic_write_text(path, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
+    atomic_write_text(path, part_text(summary, entries))
 
 
 def read_summary(path: Path) -> ShardSummary:

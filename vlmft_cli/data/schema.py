@@ -9,9 +9,12 @@ placeholders only in the first human turn), "metadata": {"video_id", "split", "t
 "subtype", "format", "frame_range"}, … one per QA]}.
 
 The reader rejects a line, with its number and the reason, when it is not JSON, lacks a key or has a
-wrong type, has roles that do not alternate human/gpt or an empty answer, has a `<image>` count unlike
-its image list, or names an image that is absolute, climbs out of the data root (`..`, or a symlink
-resolving outside it), or does not exist. It never opens a file outside the root.
+wrong type, has roles that do not alternate human/gpt or an empty answer, has no image or a `<image>`
+count unlike its image list, or names an image that is absolute, climbs out of the data root (`..`, or a
+symlink resolving outside it), does not exist, is empty, or is not an image of a sane size (its header
+read: no pixels, or more than `MAX_FRAME_PIXELS`). A JSONL file that resolves outside the data root is
+refused whole. It never opens a file outside the root. Each image is checked once per file read
+(many lines share a video's frames).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -29,6 +33,9 @@ from vlmft_cli.errors import DataError
 
 IMAGE_PLACEHOLDER = "<image>"
 HUMAN, GPT = "human", "gpt"
+#: The largest frame the reader accepts, in pixels: Pillow's default decompression-bomb limit (a frame
+#: bigger than this, e.g. a 20000×20000 header, would exhaust a dataloader worker's memory).
+MAX_FRAME_PIXELS = 89_478_485
 
 
 # --- writing -------------------------------------------------------------------------------------------
@@ -187,14 +194,118 @@ def _turn_info(data: Any, where: str) -> TurnInfo:
     )
 
 
+def refuse_outside_root(path: Path | str, root: Path | str) -> None:
+    """`DataError` if the file `path` resolves outside the data root `root` (a symlink out of it): such a
+    file is refused before anything reads it, as an image path that escapes is."""
+    real, real_root = os.path.realpath(path), os.path.realpath(root)
+    if not real.startswith(real_root.rstrip(os.sep) + os.sep):
+        raise DataError(f"{path} resolves outside the data root {real_root} (to {real}): refused, not read")
+
+
+_JPEG_READ = 8192  # bytes read at a time: a frame's whole header, typically
+_JPEG_HEADER_LIMIT = 1 << 20  # a header longer than this is left to Pillow
+_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2})  # baseline, extended and progressive frame headers
+_JPEG_SKIPPED = frozenset({0xC4, 0xDD})  # Huffman tables, restart interval: segments Pillow skips
+
+
+def _quantization_tables_ok(segment: bytes) -> bool:
+    """Pillow's check of a DQT segment: whole tables of 64 one- or two-byte entries."""
+    while segment:
+        length = 1 + (1 if segment[0] // 16 == 0 else 2) * 64
+        if len(segment) < length:
+            return False
+        segment = segment[length:]
+    return True
+
+
+def _plain_jpeg_size(path: str) -> tuple[int, int] | None:
+    """(width, height) of a plain JPEG, read from its markers as Pillow's `Image.open` reads them, for a
+    fraction of the cost (Pillow parses each segment in Python; the file open dominates here). Plain:
+    SOI, then only JFIF APP0, DQT, DHT, DRI and one 8-bit baseline/progressive frame header with 1, 3 or
+    4 components, every segment whole, up to a whole start-of-scan segment; what extraction writes.
+    None for anything else (EXIF, other markers, padding, damage): Pillow then judges the file."""
+    fd = os.open(path, os.O_RDONLY)  # not `open()`: its buffered file object costs as much as the read
+    try:
+        data = os.read(fd, _JPEG_READ)
+
+        def have(count: int) -> bool:
+            nonlocal data
+            while len(data) < count:
+                if count > _JPEG_HEADER_LIMIT or not (chunk := os.read(fd, max(count - len(data), _JPEG_READ))):
+                    return False
+                data += chunk
+            return True
+
+        if data[:3] != b"\xff\xd8\xff":
+            return None
+        position, size = 2, None
+        while have(position + 4) and data[position] == 0xFF:
+            marker = data[position + 1]
+            end = position + 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+            if end < position + 4 or not have(end):
+                return None
+            segment = data[position + 4 : end]
+            if marker == 0xDA:  # start of scan: the header is over
+                return size
+            if marker in _JPEG_SOF:
+                # Pillow reads the precision, the size, the component count and whole 3-byte components.
+                if len(segment) < 6 or segment[0] != 8 or segment[5] not in (1, 3, 4) or (len(segment) - 6) % 3:
+                    return None
+                size = (int.from_bytes(segment[3:5], "big"), int.from_bytes(segment[1:3], "big"))
+            elif marker == 0xDB:
+                if not _quantization_tables_ok(segment):
+                    return None
+            elif marker == 0xE0:
+                if segment.startswith(b"JFIF") and len(segment) < 7:  # Pillow reads the JFIF version
+                    return None
+            elif marker not in _JPEG_SKIPPED:
+                return None
+            position = end
+    finally:
+        os.close(fd)
+    return None
+
+
+def image_file_problem(path: str, size: int) -> str | None:
+    """Why the file at `path` (`size` bytes) cannot be a frame, or None: cheap, its header only."""
+    if size == 0:
+        return "is empty (0 bytes)"
+    try:
+        dimensions = _plain_jpeg_size(path)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if dimensions is not None and all(dimensions):
+        width, height = dimensions
+    else:
+        from PIL import Image
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as image:
+                    width, height = image.size
+        except Image.DecompressionBombError as exc:
+            return f"is too large to decode ({exc})"
+        # Pillow signals unreadable bytes with many exception types; any of them means "not an image".
+        except Exception as exc:  # noqa: BLE001
+            return f"is not a readable image ({type(exc).__name__})"
+    if width <= 0 or height <= 0:
+        return f"has no pixels ({width}x{height})"
+    if width * height > MAX_FRAME_PIXELS:
+        return f"is {width}x{height}, over the {MAX_FRAME_PIXELS:,} pixels a frame may have"
+    return None
+
+
 class _ImageGuard:
-    """Checks that image paths stay inside the root, without reading anything outside it. Folder
-    resolutions are cached: many lines share a video's folder."""
+    """Checks that image paths stay inside the root, without reading anything outside it, and (with
+    `check_exists`) that each names a readable image. Results are cached per path: many lines share a
+    video's frames and folder."""
 
     def __init__(self, root: Path, check_exists: bool) -> None:
         self.root = Path(os.path.realpath(root))
         self.check_exists = check_exists
         self._resolve_dir = lru_cache(maxsize=65536)(self._resolve_dir_uncached)
+        self._problem = lru_cache(maxsize=65536)(self._problem_uncached)
 
     def _inside(self, real: str) -> bool:
         return real == str(self.root) or real.startswith(str(self.root) + os.sep)
@@ -204,6 +315,18 @@ class _ImageGuard:
         return real if self._inside(real) else None
 
     def check(self, image: str) -> None:
+        problem = self._problem(image)
+        if problem is not None:
+            raise _Invalid(problem)
+
+    def _problem_uncached(self, image: str) -> str | None:
+        try:
+            self._check(image)
+        except _Invalid as exc:
+            return str(exc)
+        return None
+
+    def _check(self, image: str) -> None:
         pure = PurePosixPath(image)
         _require(
             bool(image) and "\\" not in image and "\0" not in image,
@@ -219,15 +342,18 @@ class _ImageGuard:
             return
         file_path = os.path.join(real_dir, pure.name)
         try:
-            mode = os.lstat(file_path).st_mode
+            info = os.lstat(file_path)
         except OSError:
             raise _Invalid(f"image {image!r} does not exist") from None
-        if stat.S_ISLNK(mode):
-            real = os.path.realpath(file_path)
-            _require(self._inside(real), f"image path {image!r} is a symlink resolving outside the data root")
-            _require(os.path.isfile(real), f"image {image!r} does not exist")
+        if stat.S_ISLNK(info.st_mode):
+            file_path = os.path.realpath(file_path)
+            _require(self._inside(file_path), f"image path {image!r} is a symlink resolving outside the data root")
+            _require(os.path.isfile(file_path), f"image {image!r} does not exist")
+            info = os.stat(file_path)
         else:
-            _require(stat.S_ISREG(mode), f"image {image!r} is not a file")
+            _require(stat.S_ISREG(info.st_mode), f"image {image!r} is not a file")
+        problem = image_file_problem(file_path, info.st_size)
+        _require(problem is None, f"image {image!r} {problem}")
 
 
 def _parse_line(text: str, number: int, guard: _ImageGuard) -> Sample:
@@ -240,6 +366,7 @@ def _parse_line(text: str, number: int, guard: _ImageGuard) -> Sample:
     _require(bool(sample_id), "'id' is empty")
     images = _typed(data, "images", list, "line")
     _require(all(isinstance(i, str) for i in images), "'images' must be a list of strings")
+    _require(bool(images), "'images' is empty: a sample needs at least one frame")
     conversations = _typed(data, "conversations", list, "line")
     metadata = _typed(data, "metadata", dict, "line")
 
@@ -290,9 +417,11 @@ def iter_samples(
 ) -> Iterator[Sample]:
     """Validated samples of a JSONL file whose image paths are relative to `root`. Invalid lines are
     skipped and appended to `rejections` (if given); with `strict`, the first one raises `DataError`
-    naming file:line. `check_images=False` skips the existence checks (path safety is always checked)."""
+    naming file:line. `check_images=False` skips the existence and header checks (path safety is always
+    checked). A file that resolves outside `root` raises `DataError` before anything is read."""
     path = Path(jsonl_path)
     guard = _ImageGuard(Path(root), check_images)
+    refuse_outside_root(path, root)
     try:
         handle = path.open("rb")
     except OSError as exc:

@@ -4,7 +4,14 @@
 with 16 JPEG frames (a scene whose gripper and object move from frame to frame), several `texts`
 entries in the real grammar covering every task family in the release's mix, answers wrapped in PRED
 tags, 3-4 QAs per video. Everything is derived from the seed, split and video index, so a video is the
-same whatever the other options.
+same whatever the other options (its frames and id are the same in both texts layouts).
+
+How a video's QAs lie in its `texts` entries (`texts_layout`):
+- `split` (the default): spread over 2-3 entries, every entry different, each with its own frame range;
+- `mixed`: the first entry holds all 3-4 QAs (frames 0-15); 0-3 further entries each either repeat it
+  word for word (same range) or differ: one new QA plus a copy of one of the first entry's QAs, from
+  frame 4 or 8. So records with one entry, with identical entries and with differing entries all occur,
+  as do identical QAs in different entries (what `extract --texts all` keeps once).
 """
 
 from __future__ import annotations
@@ -51,6 +58,11 @@ GOALS = (
     "tidy up the desk",
     "throw away the empty cups",
 )
+#: How a video's QAs are laid out over its `texts` entries (see the module docstring).
+TEXTS_LAYOUTS = ("split", "mixed")
+#: `mixed`: how many entries follow the first, and their odds.
+_EXTRA_ENTRIES, _EXTRA_ENTRY_WEIGHTS = (0, 1, 2, 3), (0.4, 0.3, 0.2, 0.1)
+
 #: Task families and their share of QAs in the release.
 FAMILY_WEIGHTS = {
     "affordance": 0.33,
@@ -70,6 +82,7 @@ class SynthOptions:
     shards: int | None = None  # train shards; default: one per 25 videos, 1 to 8
     frame_size: int = DEFAULT_FRAME_SIZE
     overwrite: bool = False
+    texts_layout: str = "split"  # one of TEXTS_LAYOUTS
 
 
 @dataclass(frozen=True)
@@ -164,15 +177,38 @@ def make_task_block(rng: random.Random, family: str) -> str:
     raise ValueError(f"unknown task family {family!r}")
 
 
-def make_texts(rng: random.Random) -> tuple[list[str], list[int], list[int]]:
-    """2-3 `texts` entries holding 3-4 task blocks in all, with the frame range each applies to."""
+def _family(rng: random.Random) -> str:
+    return rng.choices(list(FAMILY_WEIGHTS), weights=list(FAMILY_WEIGHTS.values()))[0]
+
+
+def make_texts(
+    rng: random.Random, layout: str = "split", layout_rng: random.Random | None = None
+) -> tuple[list[str], list[int], list[int]]:
+    """The `texts` entries of a video with 3-4 task blocks, and the frame range each entry applies to:
+    `split` spreads the blocks over 2-3 entries; `mixed` (which draws its extra entries from
+    `layout_rng`, so `rng` is used alike in both) puts them all in the first and adds 0-3 entries that
+    repeat it or differ (see the module docstring)."""
+    if layout not in TEXTS_LAYOUTS:
+        raise ValueError(f"unknown texts layout {layout!r}; expected one of {TEXTS_LAYOUTS}")
     families = rng.choices(list(FAMILY_WEIGHTS), weights=list(FAMILY_WEIGHTS.values()), k=rng.choice((3, 4)))
     entry_count = rng.choice((2, 3))
-    entries: list[list[str]] = [[] for _ in range(entry_count)]
-    for index, family in enumerate(families):
-        entries[index % entry_count].append(make_task_block(rng, family))
-    starts = [rng.choice((0, 4, 8)) for _ in entries]
-    return ["".join(blocks) for blocks in entries], starts, [FRAMES_PER_VIDEO - 1] * entry_count
+    blocks = [make_task_block(rng, family) for family in families]
+    starts = [rng.choice((0, 4, 8)) for _ in range(entry_count)]
+    last = FRAMES_PER_VIDEO - 1
+    if layout == "split":
+        entries = ["".join(blocks[index::entry_count]) for index in range(entry_count)]
+        return entries, starts, [last] * entry_count
+    layout_rng = layout_rng or random.Random(rng.getrandbits(64))
+    first = "".join(blocks)
+    texts, starts = [first], [0]
+    for _ in range(layout_rng.choices(_EXTRA_ENTRIES, weights=_EXTRA_ENTRY_WEIGHTS)[0]):
+        if layout_rng.random() < 0.5:
+            texts.append(first)
+            starts.append(0)
+        else:
+            texts.append(make_task_block(layout_rng, _family(layout_rng)) + layout_rng.choice(blocks))
+            starts.append(layout_rng.choice((4, 8)))
+    return texts, starts, [last] * len(texts)
 
 
 def make_frames(rng: random.Random, size: int) -> list[bytes]:
@@ -200,12 +236,15 @@ def make_frames(rng: random.Random, size: int) -> list[bytes]:
     return frames
 
 
-def make_record(seed: int, split: str, index: int, frame_size: int = DEFAULT_FRAME_SIZE) -> VideoRecord:
-    """The synthetic record for one (seed, split, index)."""
+def make_record(
+    seed: int, split: str, index: int, frame_size: int = DEFAULT_FRAME_SIZE, texts_layout: str = "split"
+) -> VideoRecord:
+    """The synthetic record for one (seed, split, index) in the given texts layout."""
     rng = random.Random(f"robovqa-synth:{seed}:{split}:{index}")
     unique_id = str(rng.getrandbits(64))
     video_filename = f"videos/{rng.getrandbits(63)}.mp4"
-    texts, starts, ends = make_texts(rng)
+    layout_rng = random.Random(f"robovqa-synth-texts:{seed}:{split}:{index}")
+    texts, starts, ends = make_texts(rng, texts_layout, layout_rng)
     return VideoRecord(unique_id, video_filename, make_frames(rng, frame_size), texts, starts, ends)
 
 
@@ -222,7 +261,7 @@ def _write_split(folder: Path, split: str, videos: int, shards: int, options: Sy
     def encoded(indices: range) -> Iterator[bytes]:
         nonlocal qas
         for i in indices:
-            record = make_record(options.seed, split, i, options.frame_size)
+            record = make_record(options.seed, split, i, options.frame_size, options.texts_layout)
             qas += sum(len(TASK_TAG_RE.findall(text)) for text in record.texts)
             yield encode_record(record)
 
@@ -243,6 +282,8 @@ def synthesize(options: SynthOptions) -> SynthResult:
         raise DataError("--val must be 0 or more")
     if not 16 <= options.frame_size <= 2048:
         raise DataError(f"frame size {options.frame_size} is outside 16..2048")
+    if options.texts_layout not in TEXTS_LAYOUTS:
+        raise DataError(f"texts layout {options.texts_layout!r} is not one of {', '.join(TEXTS_LAYOUTS)}")
     root = Path(options.out) / "tfrecord"
     if root.exists() and any(root.iterdir()):
         if not options.overwrite:

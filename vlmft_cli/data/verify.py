@@ -2,7 +2,7 @@
 
 Structure (metadata.json, the four JSONL files, images/); every line valid (see `schema.py`: types,
 alternating roles, non-empty answers, `<image>` count equal to the image list, safe relative paths to
-images that exist); no video in both splits; the stages agree (the same videos per split, the same
+images that exist, are not empty and have a readable header of a sane size); no video in both splits; the stages agree (the same videos per split, the same
 frames, one stage-1 line per stage-2 turn); the line counts match metadata.json; and a sample of images
 (all with `full`) decodes at the size recorded in metadata.json.
 """
@@ -13,6 +13,7 @@ import hashlib
 import json
 import random
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,8 @@ from typing import Any
 from PIL import Image
 
 from vlmft_cli.data.layout import IMAGES_DIR, METADATA_FILE, SPLITS, stage_file
-from vlmft_cli.data.schema import Rejection, iter_samples
+from vlmft_cli.data.schema import Rejection, Sample, iter_samples
+from vlmft_cli.errors import DataError
 from vlmft_cli.reporting import NullReporter, Reporter
 
 _MAX_PROBLEMS_LISTED = 100
@@ -157,6 +159,15 @@ def _rejections_to_report(rejections: list[Rejection], report: VerifyReport) -> 
     rejections.clear()
 
 
+def _samples(path: Path, root: Path, rejections: list[Rejection], report: VerifyReport) -> Iterator[Sample]:
+    """The file's valid samples; a file refused whole (it resolves outside the root, or is unreadable)
+    is a problem and gives none."""
+    try:
+        yield from iter_samples(path, root, rejections=rejections)
+    except DataError as exc:
+        report.add(str(exc))
+
+
 def _check_stage2(
     root: Path, split: str, report: VerifyReport, checker: _DecodeChecker, sampler: Any
 ) -> _SplitVideos | None:
@@ -167,7 +178,7 @@ def _check_stage2(
     videos = _SplitVideos()
     rejections: list[Rejection] = []
     lines = 0
-    for sample in iter_samples(path, root, rejections=rejections):
+    for sample in _samples(path, root, rejections, report):
         lines += 1
         report.images_checked += len(sample.images)
         if sample.split != split:
@@ -192,7 +203,7 @@ def _check_stage1(root: Path, split: str, videos: _SplitVideos, report: VerifyRe
         return
     rejections: list[Rejection] = []
     lines = 0
-    for sample in iter_samples(path, root, rejections=rejections):
+    for sample in _samples(path, root, rejections, report):
         lines += 1
         report.images_checked += len(sample.images)
         where = f"{path}:{sample.line}"

@@ -4,18 +4,25 @@ A backend's `collate` pads on the right, which suits teacher forcing but not gen
 end where its answer starts. `left_pad` builds the batch with pads (and a zero attention mask) before
 each prompt; transformers derives position ids from the mask, so a padded row decodes exactly as it
 would alone. Only the new tokens are decoded, cut at the first end-of-turn token.
+
+`generate_answers` batches the jobs by prompt length (sorted, so a batch pads little; the answers come
+back in job order), encodes the prompts in a torch DataLoader (`workers` processes decode the frames
+while the model generates) and reports progress as it goes (the reporter's task shows the rate and the
+time left).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from vlmft_cli.evaluate.loss import batches_of
 from vlmft_cli.evaluate.prompts import GenerationJob
-from vlmft_cli.model_backend import EncodedSample, ModelBackend, pad_token_id
+from vlmft_cli.model_backend import EncodedSample, ModelBackend, Turn, pad_token_id
 from vlmft_cli.pipeline.dataset import load_frames
 from vlmft_cli.pipeline.examples import Example
 from vlmft_cli.reporting import NullReporter, Reporter
@@ -76,28 +83,80 @@ def decode_answer(tokenizer: Any, new_tokens: Iterable[int], stop_ids: Iterable[
 
 
 class PromptEncoder:
-    """Encodes jobs into generation prompts, loading each example's frames once for all its turns."""
+    """Encodes jobs into generation prompts. Decoded frames are kept for the few most recent clips (the
+    QAs of one video, and the turns of one conversation, share their frames); picklable, for workers."""
+
+    CACHED_CLIPS = 8
 
     def __init__(self, examples: Sequence[Example], root: Path, backend: ModelBackend, processor: Any) -> None:
         self.examples = examples
         self.root = root
         self.backend = backend
         self.processor = processor
-        self._cached: tuple[int, list[Any]] | None = None
+        self._cache: OrderedDict[tuple[str, ...], list[Any]] = OrderedDict()
 
     def frames(self, example_index: int) -> list[Any]:
-        if self._cached is None or self._cached[0] != example_index:
-            self._cached = (example_index, load_frames(self.root, self.examples[example_index].images))
-        return self._cached[1]
+        images = self.examples[example_index].images
+        if images in self._cache:
+            self._cache.move_to_end(images)
+        else:
+            self._cache[images] = load_frames(self.root, images)
+            while len(self._cache) > self.CACHED_CLIPS:
+                self._cache.popitem(last=False)
+        return self._cache[images]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_cache": OrderedDict()}  # a worker starts with no frames
+
+    def prompt_length(self, job: GenerationJob) -> int:
+        """The prompt's length in tokens (to within the few tokens of the generation prompt), without
+        reading a frame: the conversation up to the question with an empty answer."""
+        example = self.examples[job.example_index]
+        turns = [*job.prompt, Turn("assistant", "")]
+        return self.backend.conversation_lengths(self.processor, len(example.images), turns, fps=example.fps)[-1]
 
     def __call__(self, job: GenerationJob) -> EncodedSample:
         return self.backend.encode_prompt(self.processor, self.frames(job.example_index), job.prompt, fps=self.examples[job.example_index].fps)
 
 
+class _JobPrompts(torch.utils.data.Dataset):
+    """Job index → (index, encoded prompt), for the DataLoader."""
+
+    def __init__(self, jobs: Sequence[GenerationJob], encode: PromptEncoder) -> None:
+        self.jobs = jobs
+        self.encode = encode
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, index: int) -> tuple[int, EncodedSample]:
+        return index, self.encode(self.jobs[index])
+
+
+class _LeftPadCollate:
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, items: Sequence[tuple[int, EncodedSample]]) -> tuple[list[int], dict[str, torch.Tensor]]:
+        return [index for index, _ in items], left_pad([prompt for _, prompt in items], self.pad_token_id)
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices sorted by length (ties in index order), cut into batches of `batch_size`."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 @torch.no_grad()
 def generate_batch(model: Any, prompts: Sequence[EncodedSample], *, pad_token_id: int, stop_ids: Sequence[int], max_new_tokens: int, device: torch.device | str) -> list[list[int]]:
     """Greedy continuation of each prompt (new token ids only, stop token kept, padding removed)."""
-    batch = {key: value.to(device) for key, value in left_pad(prompts, pad_token_id).items()}
+    return generate_padded(model, left_pad(prompts, pad_token_id), pad_token_id=pad_token_id, stop_ids=stop_ids, max_new_tokens=max_new_tokens, device=device)
+
+
+@torch.no_grad()
+def generate_padded(model: Any, batch: dict[str, torch.Tensor], *, pad_token_id: int, stop_ids: Sequence[int], max_new_tokens: int, device: torch.device | str) -> list[list[int]]:
+    """`generate_batch` on an already left-padded batch."""
+    batch = {key: value.to(device) for key, value in batch.items()}
     width = batch["input_ids"].shape[1]
     output = model.generate(
         **batch,
@@ -121,22 +180,33 @@ def generate_answers(
     max_new_tokens: int,
     device: torch.device | str,
     reporter: Reporter | None = None,
+    workers: int = 0,
 ) -> list[str]:
-    """One greedy answer per job, in job order, `batch_size` prompts at a time."""
+    """One greedy answer per job, in job order: `batch_size` prompts of similar length at a time, encoded
+    by `workers` DataLoader processes."""
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError("batch_size and max_new_tokens must be at least 1")
     reporter = reporter or NullReporter()
     pad_id = pad_token_id(tokenizer, stop_ids[0])
+    batches = length_batches([encode.prompt_length(job) for job in jobs], batch_size)
+    loader = torch.utils.data.DataLoader(
+        _JobPrompts(jobs, encode),
+        batch_sampler=batches,
+        collate_fn=_LeftPadCollate(pad_id),
+        num_workers=workers,
+        pin_memory=str(device).startswith("cuda"),
+    )
     was_training = model.training
     model.eval()
-    answers: list[str] = []
+    answers: list[str | None] = [None] * len(jobs)
     try:
-        with reporter.progress("generate", total=len(jobs), unit="answers") as task:
-            for start in range(0, len(jobs), batch_size):
-                chunk = jobs[start : start + batch_size]
-                new_tokens = generate_batch(model, [encode(job) for job in chunk], pad_token_id=pad_id, stop_ids=stop_ids, max_new_tokens=max_new_tokens, device=device)
-                answers += [decode_answer(tokenizer, tokens, stop_ids) for tokens in new_tokens]
-                task.advance(len(chunk))
+        with reporter.progress("generate", total=len(jobs), unit="answers") as task, batches_of(loader) as loaded:
+            for indices, batch in loaded:
+                new_tokens = generate_padded(model, batch, pad_token_id=pad_id, stop_ids=stop_ids, max_new_tokens=max_new_tokens, device=device)
+                for index, tokens in zip(indices, new_tokens, strict=True):
+                    answers[index] = decode_answer(tokenizer, tokens, stop_ids)
+                task.advance(len(indices))
     finally:
         model.train(was_training)
-    return answers
+    assert all(answer is not None for answer in answers)
+    return answers  # type: ignore[return-value]

@@ -23,7 +23,7 @@ from vlmft_cli.reporting import NullReporter, Reporter
 
 __all__ = ["EvalReport", "EvalRequest", "evaluate_checkpoint"]
 
-METRICS_SCHEMA = 1
+METRICS_SCHEMA = 2  # 2: per_task by full task tag, ci95 intervals, score_format
 
 
 @dataclass
@@ -47,12 +47,14 @@ class LoadedForEval:
     processor: Any
     device: str
     attention: str  # the implementation in use (after any fallback)
+    attention_backend: Any = None  # its backend object (whether it honours a block mask, for packing)
 
 
 def load_model(target: EvalTarget, reporter: Reporter) -> LoadedForEval:
     """The base model with the checkpoint's adapter (if any), with the target's precision and attention."""
     from vlmft_cli.attention import select_attention
     from vlmft_cli.backends import backend_for
+    from vlmft_cli.chat_pieces import apply_system_prompt
     from vlmft_cli.lora_model import check_attention, load_options
     from vlmft_cli.runtime import pick_device
 
@@ -61,6 +63,7 @@ def load_model(target: EvalTarget, reporter: Reporter) -> LoadedForEval:
     backend = backend_for(settings.model, settings.backend)
     attention = select_attention(settings.attention, reporter)
     loaded = backend.load(settings.model, load_options(settings, attention, device), settings.home)
+    loaded.processor = apply_system_prompt(backend, loaded.processor, settings.system_prompt)
     model = loaded.model
     check_attention(model, attention.attn_implementation)
     if target.checkpoint is not None:
@@ -70,7 +73,7 @@ def load_model(target: EvalTarget, reporter: Reporter) -> LoadedForEval:
     if settings.quantization == "none":
         model = model.to(device)
     model.eval()
-    return LoadedForEval(model, backend, loaded.processor, device, attention.name)
+    return LoadedForEval(model, backend, loaded.processor, device, attention.name, attention)
 
 
 def had_generation(metrics_path: Path) -> bool:
@@ -86,16 +89,17 @@ def evaluate_checkpoint(request: EvalRequest, reporter: Reporter | None = None) 
     reporter = reporter or NullReporter()
     started = time.monotonic()
     from vlmft_cli.evaluate.generation import PromptEncoder, generate_answers, stop_token_ids
-    from vlmft_cli.evaluate.loss import evaluate_loss
+    from vlmft_cli.evaluate.loss import EvalData, evaluate_loss, pack_spec
     from vlmft_cli.evaluate.metrics import Prediction, merge_groups
     from vlmft_cli.evaluate.prompts import generation_jobs
     from vlmft_cli.evaluate.report_files import METRICS_FILE, write_eval_files
-    from vlmft_cli.evaluate.scoring import score_answer
-    from vlmft_cli.pipeline.dataset import Collator, ExampleDataset
+    from vlmft_cli.evaluate.scoring import parse_score_format, score_answer
+    from vlmft_cli.evaluate.subset import stratified_subset
     from vlmft_cli.pipeline.splits import load_split, stage_file
     from vlmft_cli.runtime import quiet_libraries
 
     quiet_libraries()
+    score_format = parse_score_format(request.score_format)
     target = resolve_target(request, reporter)
     settings = target.settings
     assert settings.data is not None  # resolve_target checks it
@@ -104,6 +108,10 @@ def evaluate_checkpoint(request: EvalRequest, reporter: Reporter | None = None) 
     model, backend, processor, device = loaded.model, loaded.backend, loaded.processor, loaded.device
     examples, summary = load_split(settings, request.split, backend, processor, reporter, required=True)  # type: ignore[misc]
     examples = examples[: request.limit] if request.limit else examples
+    if request.eval_limit:
+        chosen = stratified_subset(examples, request.eval_limit, settings.seed)
+        examples = examples if chosen is None else [examples[i] for i in chosen]
+        reporter.info(f"the seeded subset of at most {request.eval_limit} QAs per task type (seed {settings.seed}): {len(examples)} examples")
     if not examples:
         raise DataError(f"no usable examples in {summary.path}")
 
@@ -111,8 +119,10 @@ def evaluate_checkpoint(request: EvalRequest, reporter: Reporter | None = None) 
     tokenizer = processor.tokenizer
     stop_ids = stop_token_ids(backend, tokenizer)
     pad_id = pad_token_id(tokenizer, stop_ids[0])
-    dataset = ExampleDataset(examples, settings.data, backend, processor)
-    loss = evaluate_loss(model, dataset, Collator(backend, pad_id), batch_size=batch_size, device=device, reporter=reporter)
+    pack = pack_spec(settings, backend, loaded.attention_backend, reporter)
+    data = EvalData(examples, settings.data, backend, processor, pad_id, pack)
+    workers = settings.dataloader_workers
+    loss = evaluate_loss(model, data, batch_size=batch_size, device=device, workers=workers, reporter=reporter)
 
     predictions = None
     if request.generate:
@@ -127,8 +137,9 @@ def evaluate_checkpoint(request: EvalRequest, reporter: Reporter | None = None) 
             max_new_tokens=request.max_new_tokens,
             device=device,
             reporter=reporter,
+            workers=workers,
         )
-        predictions = [Prediction(job, answer, score_answer(answer, job.reference)) for job, answer in zip(jobs, answers, strict=True)]
+        predictions = [Prediction(job, answer, score_answer(answer, job.reference, score_format)) for job, answer in zip(jobs, answers, strict=True)]
 
     previous = target.output_dir / METRICS_FILE
     if predictions is None and had_generation(previous):
@@ -143,6 +154,8 @@ def evaluate_checkpoint(request: EvalRequest, reporter: Reporter | None = None) 
             "data": str(settings.data),
             "file": str(summary.path),
             "limit": request.limit,
+            "eval_limit": request.eval_limit,
+            "packed": pack is not None,
             "examples": len(examples),
             "qas": sum(example.num_qas for example in examples),
             "rejected_lines": summary.rejected,
@@ -152,9 +165,9 @@ def evaluate_checkpoint(request: EvalRequest, reporter: Reporter | None = None) 
             "frame_sampling": settings.frame_sampling,
             "max_length": settings.max_length,
         },
-        "generation": {"max_new_tokens": request.max_new_tokens, "batch_size": batch_size, "decoding": "greedy"} if request.generate else None,
+        "generation": {"max_new_tokens": request.max_new_tokens, "batch_size": batch_size, "decoding": "greedy", "score_format": str(score_format)} if request.generate else None,
         "hardware": {"device": device, "profile": target.profile.name, "precision": settings.precision, "quantization": settings.quantization, "attention": loaded.attention},
-        **merge_groups(examples, loss.as_dict(), predictions, per_turn=settings.stage == 2),
+        **merge_groups(examples, loss.as_dict(), predictions, per_turn=settings.stage == 2, qa_losses=loss.qa_losses),
         "elapsed_s": round(time.monotonic() - started, 3),
     }
     files = write_eval_files(target.output_dir, metrics, predictions)

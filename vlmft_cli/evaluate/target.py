@@ -7,8 +7,8 @@ other stage's data (the curriculum ablation) takes that stage's default frames a
 trained on it would. `--profile` replaces the hardware settings (for evaluating on another machine).
 The base model alone ("zero-shot") takes the stage defaults and the profile, like a new run.
 
-Files go to `{run}/eval/stage{S}-{split}-step{N}[-limit{L}]/`, or for the base model to
-`{experiments}/zero-shot_{model}/eval/stage{S}-{split}-step0[-limit{L}]/`, unless `out` is given.
+Files go to `{run}/eval/stage{S}-{split}-step{N}[-limit{L}|-subset{E}]/`, or for the base model to
+`{experiments}/zero-shot_{model}/eval/stage{S}-{split}-step0[-limit{L}|-subset{E}]/`, unless `out` is given.
 """
 
 from __future__ import annotations
@@ -48,9 +48,11 @@ class EvalRequest:
     backend: str | None = None
     split: str = "val"
     limit: int | None = None  # the first N examples (QAs in stage 1, conversations in stage 2)
+    eval_limit: int | None = None  # the seeded subset of at most N QAs per task type (as at training checkpoints)
     generate: bool = False
     batch_size: int | None = None  # default: the eval_batch_size setting
     max_new_tokens: int = 64
+    score_format: str = "clean"  # what BLEU compares: "clean" answers or the "official" targets (`A: yes`); see scoring
     out: Path | None = None  # the output folder; default inside the run (see the module docstring)
     runs_dir: Path = Path("experiments")  # where `latest` and run names are looked up
     home: Path | None = None
@@ -103,8 +105,8 @@ def model_slug(model: str) -> str:
     return slug[-80:] or "model"
 
 
-def output_folder_name(stage: int, split: str, step: int, limit: int | None) -> str:
-    return f"stage{stage}-{split}-step{step}" + (f"-limit{limit}" if limit else "")
+def output_folder_name(stage: int, split: str, step: int, limit: int | None, eval_limit: int | None = None) -> str:
+    return f"stage{stage}-{split}-step{step}" + (f"-limit{limit}" if limit else "") + (f"-subset{eval_limit}" if eval_limit else "")
 
 
 def _checkpoint_settings(request: EvalRequest, checkpoint: runs.Checkpoint, reporter: Reporter) -> ResolvedSettings:
@@ -139,6 +141,10 @@ def resolve_target(request: EvalRequest, reporter: Reporter | None = None) -> Ev
         raise ConfigError(f"split must be train or val, not {request.split!r}")
     if request.limit is not None and request.limit < 1:
         raise ConfigError("--limit must be at least 1")
+    if request.eval_limit is not None and request.eval_limit < 1:
+        raise ConfigError("--eval-limit must be at least 1")
+    if request.limit is not None and request.eval_limit is not None:
+        raise ConfigError("pass --limit (the first N examples) or --eval-limit (a seeded subset per task type), not both")
     if is_base_model(request.checkpoint):
         checkpoint = None
         resolved = _base_model_settings(request)
@@ -148,7 +154,7 @@ def resolve_target(request: EvalRequest, reporter: Reporter | None = None) -> Ev
     settings, profile = resolved.settings, resolved.profile
     if settings.data is None:
         raise ConfigError("no data folder to evaluate on: pass --data DIR (what `vlmft data extract` wrote)")
-    folder = output_folder_name(settings.stage, request.split, checkpoint.step if checkpoint else 0, request.limit)
+    folder = output_folder_name(settings.stage, request.split, checkpoint.step if checkpoint else 0, request.limit, request.eval_limit)
     if request.out is not None:
         output_dir = request.out
     elif checkpoint is not None:

@@ -29,6 +29,7 @@ class Example:
     video_id: str
     length: int  # exact encoded length in tokens
     fps: float | None = None  # frame rate of the selected frames (None: the backend's default)
+    line: int | None = None  # its line in the JSONL file (1-based), for what is reported about it
 
     @property
     def num_qas(self) -> int:
@@ -107,6 +108,7 @@ def build_examples(
                 video_id=sample.video_id,
                 length=lengths[fitting - 1],
                 fps=fps,
+                line=sample.line,
             )
         )
     return examples, report

@@ -2,7 +2,8 @@
 encodes one packed sequence (frames read once for all its QAs) and the collator that adds the block mask.
 
 The sampler yields micro-batches of packed sequences, each a tuple of QA indices; the dataset is indexed
-by such tuples. Skipping batches on resume iterates the plan only: no frame is read.
+by such tuples. Skipping batches on resume iterates the plan only: no frame is read. A sequence whose
+frames do not decode is `Skipped` (with `skip_bad`) as a whole: its QAs share those frames.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from typing import Any
 import torch
 
 from vlmft_cli.model_backend import EncodedSample, SharedPrefixPacking
-from vlmft_cli.pipeline.dataset import load_frames
+from vlmft_cli.pipeline.dataset import (
+    SKIPPED_KEY,
+    FrameError,
+    Skipped,
+    bad_sample,
+    load_frames,
+    placeholder_batch,
+    split_skipped,
+)
 from vlmft_cli.pipeline.examples import Example
 from vlmft_cli.pipeline.packing import MicroBatch, PackedSequence, PackingData, micro_batches_per_epoch, plan_epoch
 
@@ -57,23 +66,31 @@ class PackedDataset(torch.utils.data.Dataset):
     Its length is the number of QAs (what an epoch trains), not of sequences, which the plan decides.
     """
 
-    def __init__(self, examples: Sequence[Example], root: Path, backend: SharedPrefixPacking, processor: Any, data: PackingData) -> None:
+    def __init__(self, examples: Sequence[Example], root: Path, backend: SharedPrefixPacking, processor: Any, data: PackingData, *, skip_bad: bool = False, source: str | None = None) -> None:
         self.examples = list(examples)
         self.root = root
         self.backend = backend
         self.processor = processor
         self.data = data
+        self.skip_bad = skip_bad
+        self.source = source
 
     def __len__(self) -> int:
         return len(self.examples)
 
-    def __getitem__(self, sequence: PackedSequence) -> EncodedSample:
+    def __getitem__(self, sequence: PackedSequence) -> EncodedSample | Skipped:
         group = self.data.group_of[sequence[0]]
         if any(self.data.group_of[qa] != group for qa in sequence):
             raise ValueError(f"a packed sequence mixes videos: {sequence}")
         first = self.examples[sequence[0]]
+        try:
+            frames = load_frames(self.root, first.images)
+        except FrameError as exc:
+            if not self.skip_bad:
+                raise
+            return Skipped(tuple(bad_sample(self.examples[qa], exc, self.source) for qa in sequence))
         turns = [turn for qa in sequence for turn in self.examples[qa].turns]
-        encoded = self.backend.encode_packed(self.processor, load_frames(self.root, first.images), turns, fps=first.fps)
+        encoded = self.backend.encode_packed(self.processor, frames, turns, fps=first.fps)
         expected = (self.data.prefix_lengths[group], tuple(self.data.block_lengths[qa] for qa in sequence))
         layout = encoded.packed
         if layout is None or (layout.prefix_length, layout.block_lengths) != expected:
@@ -85,7 +102,8 @@ class PackedDataset(torch.utils.data.Dataset):
 
 class PackedCollator:
     """Pads packed sequences through the backend with the block mask for this attention implementation
-    and dtype, and adds the micro-batch's token and QA counts (picklable, for worker processes)."""
+    and dtype, and adds the micro-batch's token and QA counts (picklable, for worker processes).
+    `Skipped` items are dropped and listed as `Collator` does."""
 
     def __init__(self, backend: SharedPrefixPacking, pad_token_id: int, attn_implementation: str, dtype: torch.dtype) -> None:
         self.backend = backend
@@ -93,8 +111,13 @@ class PackedCollator:
         self.attn_implementation = attn_implementation
         self.dtype = dtype
 
-    def __call__(self, samples: Sequence[EncodedSample]) -> dict[str, torch.Tensor]:
-        batch = self.backend.collate_packed(samples, self.pad_token_id, self.attn_implementation, self.dtype)
-        batch["num_tokens"] = torch.tensor(sum(len(sample) for sample in samples))
-        batch["num_qas"] = torch.tensor(sum(len(sample.answer_spans) for sample in samples))
+    def __call__(self, samples: Sequence[EncodedSample | Skipped]) -> dict[str, Any]:
+        kept, skipped = split_skipped(samples)
+        if not kept:
+            return {**placeholder_batch(self.pad_token_id, skipped), "num_tokens": torch.tensor(0), "num_qas": torch.tensor(0)}
+        batch: dict[str, Any] = self.backend.collate_packed(kept, self.pad_token_id, self.attn_implementation, self.dtype)
+        batch["num_tokens"] = torch.tensor(sum(len(sample) for sample in kept))
+        batch["num_qas"] = torch.tensor(sum(len(sample.answer_spans) for sample in kept))
+        if skipped:
+            batch[SKIPPED_KEY] = skipped
         return batch

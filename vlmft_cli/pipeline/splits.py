@@ -25,7 +25,14 @@ class DataSummary:
 
 
 def stage_file(data_dir: Path, stage: int, split: str) -> Path:
-    return data_dir / f"stage{stage}" / f"{split}.jsonl"
+    """`stage{N}/{split}.jsonl` of a data folder. One that resolves outside the folder (a symlink out of it)
+    is refused with a `DataError` before anything reads it: training, evaluation and a resume's sha256
+    check of the data all take the path from here."""
+    from vlmft_cli.data.schema import refuse_outside_root
+
+    path = data_dir / f"stage{stage}" / f"{split}.jsonl"
+    refuse_outside_root(path, data_dir)
+    return path
 
 
 def load_split(settings: Settings, split: str, backend: Any, processor: Any, reporter: Reporter, *, required: bool) -> tuple[Any, DataSummary] | None:

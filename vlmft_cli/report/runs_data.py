@@ -56,7 +56,15 @@ def load_run(run: runs.Run) -> RunData:
         except (OSError, ValueError):
             continue
     evaluations.sort(key=lambda doc: str(doc.get("created", "")))
-    return RunData(run, run.record(), read_rows(run.logs_dir / runs.TRAIN_METRICS), read_rows(run.logs_dir / runs.EVAL_METRICS), evaluations)
+    return RunData(run, run.record(), read_rows(run.logs_dir / runs.TRAIN_METRICS), checkpoint_evals(read_rows(run.logs_dir / runs.EVAL_METRICS)), evaluations)
+
+
+def checkpoint_evals(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The eval rows one curve can show: with `eval_limit`, checkpoints evaluate a fixed subset and the
+    last step also the whole split (`eval_set` full); the curve keeps the subset, the same QAs throughout."""
+    if any(row.get("eval_set") == "subset" for row in rows):
+        return [row for row in rows if row.get("eval_set") == "subset"]
+    return rows
 
 
 def chain_order(items: list[RunData]) -> list[RunData]:

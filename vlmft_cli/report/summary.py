@@ -10,7 +10,7 @@ from typing import Any
 from vlmft_cli import runs
 from vlmft_cli.errors import CheckpointError
 from vlmft_cli.fsutil import atomic_write_text
-from vlmft_cli.report.plots import scores_by_task, training_curves
+from vlmft_cli.report.plots import METRIC_NAMES, scores_by_task, task_bars, training_curves
 from vlmft_cli.report.runs_data import RunData, chain_order, load_run
 
 SUMMARY_FILE = "summary.md"
@@ -66,14 +66,58 @@ def markdown(items: list[RunData], images: list[Path]) -> str:
         lines.append("  - versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     evaluated = [(item, doc) for item in items for doc in item.evaluations]
     if evaluated:
-        lines += ["", "## Evaluations", "", "| run | eval set | QAs | loss | ppl | BLEU-1 | BLEU-4 | yes/no acc |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Evaluations",
+            "",
+            "sBLEU-4: mean sentence BLEU-4 (effective order); BLEU-4: corpus BLEU-4; [low, high]: bootstrap 95% interval.",
+            "",
+            "| run | eval set | score format | QAs | loss | ppl | sBLEU-4 | BLEU-4 | yes/no acc (n) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for item, doc in evaluated:
             overall, eval_set = doc.get("overall", {}), doc.get("eval_set", {})
+            intervals = overall.get("ci95") or {}
+            generated = doc.get("generation") is not None
             lines.append(
-                f"| {item.run.name} | stage {eval_set.get('stage')} {eval_set.get('split')} | {overall.get('qas')} | {_num(overall.get('loss'))} | "
-                f"{_num(overall.get('perplexity'))} | {_num(overall.get('bleu1'))} | {_num(overall.get('bleu4'))} | {_num(overall.get('yes_no_accuracy'))} |"
+                f"| {item.run.name} | stage {eval_set.get('stage')} {eval_set.get('split')} | {_score_format(doc) if generated else '-'} | {overall.get('qas')} | "
+                f"{_num(overall.get('loss'))} | {_num(overall.get('perplexity'))} | {_with_interval(overall.get('sentence_bleu4'), intervals.get('sentence_bleu4'))} | "
+                f"{_with_interval(overall.get('bleu4'), intervals.get('bleu4'))} | {_with_interval(overall.get('yes_no_accuracy'), intervals.get('yes_no_accuracy'), 3)} ({overall.get('yes_no_count') or 0}) |"
             )
+        per_task = [(item, doc) for item, doc in evaluated if doc.get("generation") is not None and doc.get("per_task")]
+        if per_task:
+            lines += [
+                "",
+                "## Scores per task",
+                "",
+                "The metric that means something for each task: yes/no accuracy (%) for binary tasks, mean sentence BLEU-4 for free-form ones.",
+                "",
+                "| run | eval set | task | paper task | metric | n | score [95% interval] |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for item, doc in per_task:
+                eval_set = doc.get("eval_set", {})
+                for bar in task_bars(doc):
+                    interval = list(bar.interval) if bar.interval else None
+                    lines.append(
+                        f"| {item.run.name} | stage {eval_set.get('stage')} {eval_set.get('split')} | {bar.task} | {bar.label if bar.label != bar.task else '-'} | "
+                        f"{METRIC_NAMES[bar.metric]} | {bar.count} | {_with_interval(bar.value, interval)} |"
+                    )
     return "\n".join(lines) + "\n"
+
+
+def _score_format(doc: dict[str, Any]) -> str:
+    return str((doc.get("generation") or {}).get("score_format") or "clean")
+
+
+def _with_interval(value: Any, interval: Any, digits: int = 2) -> str:
+    """`41.20 [38.02, 44.10]`, the value alone without an interval, '-' without a value."""
+    if value is None:
+        return "-"
+    text = f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    if interval:
+        text += f" [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+    return text
 
 
 def build_report(refs: list[str], experiments: Path, out: Path) -> Report:

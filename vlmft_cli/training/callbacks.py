@@ -1,5 +1,6 @@
 """Trainer callbacks: metrics files and progress, checkpoint cadence in hours, memory guard, clean stop
-on SIGTERM/Ctrl-C, and the loss check after a resume."""
+on SIGTERM/Ctrl-C, non-finite steps and unreadable samples (`FaultCallback`), and the loss check after a
+resume."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import logging
 import signal
 import statistics
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ from transformers import TrainerCallback
 from vlmft_cli import runs
 from vlmft_cli.reporting import Reporter
 from vlmft_cli.training.memory import MemoryCap, peak_memory_gb
+from vlmft_cli.training.request import StopKind
 
 TRAIN_COLUMNS = ["step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "samples_per_s", "step_time_s", "peak_memory_gb"]
 
@@ -80,7 +84,9 @@ class MetricsCallback(TrainerCallback):
         self.trainer = trainer
         self.train_csv = logs_dir / runs.TRAIN_METRICS
         self.eval_csv = logs_dir / runs.EVAL_METRICS
-        self.eval_columns = ["step", "loss", "perplexity", *(f"loss_{t}" for t in task_types)]
+        # qas and eval_set: how many QAs the row covers, and whether they are the checkpoint subset
+        # (`eval_limit`) or the whole split (every evaluation without eval_limit, and the last step's).
+        self.eval_columns = ["step", "loss", "perplexity", *(f"loss_{t}" for t in task_types), "qas", "eval_set"]
         self.reporter = reporter
         self.log = log
         self.step_times: list[float] = []
@@ -125,12 +131,15 @@ class MetricsCallback(TrainerCallback):
             self.log.info("step %(step)s loss %(loss).4f lr %(lr).3g grad_norm %(grad_norm)s tokens/s %(tokens_per_s)s", row)
             if self._task is not None:
                 self._task.update(completed=state.global_step, loss=float(row["loss"]), lr=float(row["lr"] or 0), tok_s=row["tokens_per_s"])
-        if "eval_loss" in logs:
-            row = {"step": state.global_step, "loss": logs["eval_loss"], "perplexity": logs.get("eval_perplexity")}
-            row.update({key[len("eval_") :]: value for key, value in logs.items() if key.startswith("eval_loss_")})
+        for prefix in ("eval", "eval_full"):  # the checkpoint set, then (last step) the whole split
+            if f"{prefix}_loss" not in logs:
+                continue
+            loss, perplexity, eval_set = logs[f"{prefix}_loss"], logs.get(f"{prefix}_perplexity", float("nan")), logs.get(f"{prefix}_set", "full")
+            row = {"step": state.global_step, "loss": loss, "perplexity": perplexity, "qas": logs.get(f"{prefix}_qas"), "eval_set": eval_set}
+            row.update({key[len(prefix) + 1 :]: value for key, value in logs.items() if key.startswith(f"{prefix}_loss_")})
             append_csv(self.eval_csv, self.eval_columns, row)
-            self.log.info("eval step %s loss %.4f perplexity %.4f", state.global_step, logs["eval_loss"], logs.get("eval_perplexity", float("nan")))
-            self.reporter.info(f"eval step {state.global_step}: loss {logs['eval_loss']:.4f}, perplexity {logs.get('eval_perplexity', float('nan')):.4f}")
+            self.log.info("eval step %s (%s, %s QAs) loss %.4f perplexity %.4f", state.global_step, eval_set, row["qas"], loss, perplexity)
+            self.reporter.info(f"eval step {state.global_step} ({eval_set}, {row['qas']} QAs): loss {loss:.4f}, perplexity {perplexity:.4f}")
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._stack.close()
@@ -189,26 +198,118 @@ class StopRequest:
         self._previous.clear()
 
 
-class StopCallback(TrainerCallback):
-    """Ends training with a checkpoint when a signal arrived or the memory cap is breached."""
+@dataclass(frozen=True)
+class Stop:
+    """Why training stops early (`kind`, a StopKind) and whether the step it stops at is saved."""
 
-    def __init__(self, stop: StopRequest, cap: MemoryCap, log: logging.Logger) -> None:
+    kind: str
+    reason: str
+    saves: bool = True
+
+
+class StopCallback(TrainerCallback):
+    """Ends training when a signal arrived, the memory cap is breached or `faults` asks (a non-finite
+    step, too many unreadable samples): with a checkpoint, except after a non-finite step, whose weights
+    are not saved (the newest checkpoint stays the last good one). A non-finite step wins over a signal,
+    a signal over the others."""
+
+    def __init__(self, stop: StopRequest, cap: MemoryCap, log: logging.Logger, faults: FaultCallback | None = None) -> None:
         self.stop = stop
         self.cap = cap
         self.log = log
-        self.reason: str | None = None
+        self.faults = faults
+        self.decided: Stop | None = None
+
+    @property
+    def reason(self) -> str | None:
+        return self.decided.reason if self.decided else None
+
+    def _decide(self) -> Stop | None:
+        fault = self.faults.stop if self.faults is not None else None
+        if fault is not None and fault.kind == StopKind.NON_FINITE.value:
+            return fault
+        if self.stop.signal_name:
+            return Stop(self.stop.signal_name, f"received {self.stop.signal_name}")
+        if fault is not None:
+            return fault
+        breach = self.cap.breach()
+        return Stop(StopKind.MEMORY_CAP.value, f"memory cap: {breach}") if breach else None
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.stop.signal_name:
-            self.reason = f"received {self.stop.signal_name}"
-        else:
-            breach = self.cap.breach()
-            if breach:
-                self.reason = f"memory cap: {breach}"
-        if self.reason:
-            self.log.warning("stopping at step %s: %s", state.global_step, self.reason)
-            control.should_save = True
-            control.should_training_stop = True
+        if self.decided is None:
+            self.decided = self._decide()
+        if self.decided is None:
+            return
+        self.log.warning("stopping at step %s: %s", state.global_step, self.decided.reason)
+        control.should_training_stop = True
+        control.should_save = self.decided.saves
+        if not self.decided.saves:
+            control.should_evaluate = False
+
+
+class FaultCallback(TrainerCallback):
+    """Before every optimizer step (`CurriculumTrainer.close_step`, which drops a non-finite update):
+    a NaN/inf loss or gradient norm asks for a stop without saving that step; unreadable samples are
+    logged, counted by distinct JSONL line and listed in run.json (`bad_samples`, kept across resumes),
+    and more than `max_bad_samples` of them ask for a stop with a checkpoint. Unreadable evaluation
+    samples are logged and listed too; they never stop the run. `record_dir` is the run folder on the
+    process that writes run.json (rank 0), None elsewhere."""
+
+    def __init__(self, trainer: Any, log: logging.Logger, reporter: Reporter, max_bad_samples: int, record_dir: Path | None, previous: Sequence[dict[str, Any]] = ()) -> None:
+        self.trainer = trainer
+        self.log = log
+        self.reporter = reporter
+        self.max_bad_samples = max_bad_samples
+        self.record_dir = record_dir
+        self.seen: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for entry in previous:
+            if isinstance(entry, dict):
+                self.seen.setdefault(self._key(entry), entry)
+        self.stop: Stop | None = None
+
+    @staticmethod
+    def _key(entry: dict[str, Any]) -> tuple[Any, ...]:
+        return (entry.get("split"), entry.get("file"), entry.get("line"), entry.get("id"))
+
+    def bad(self, split: str = "train") -> list[dict[str, Any]]:
+        return [entry for entry in self.seen.values() if entry.get("split") == split]
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        step = state.global_step + 1
+        check = self.trainer.close_step()
+        self._count(check.skipped, "train", step)
+        if check.nonfinite and (self.stop is None or self.stop.kind != StopKind.NON_FINITE.value):
+            reason = f"non-finite {check.nonfinite} (NaN or inf) at step {step}; its update was dropped and the step is not saved"
+            self.stop = Stop(StopKind.NON_FINITE.value, reason, saves=False)
+            self.log.error("%s", reason)
+        bad = self.bad("train")
+        if self.stop is None and len(bad) > self.max_bad_samples:
+            first = ", ".join(str(entry.get("where")) for entry in bad[:3])
+            self.stop = Stop(StopKind.BAD_SAMPLES.value, f"{len(bad)} unreadable training samples, more than max_bad_samples {self.max_bad_samples} (first: {first})")
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        last = self.trainer.last_eval
+        if last is not None:
+            self._count(last[1].skipped, "val", state.global_step)
+
+    def _count(self, samples: Sequence[Any], split: str, step: int) -> None:
+        new = []
+        for sample in samples:
+            entry = {"split": split, **sample.as_dict(), "where": sample.where, "step": step}
+            key = self._key(entry)
+            if key not in self.seen:
+                self.seen[key] = entry
+                new.append(sample)
+        if not new:
+            return
+        for sample in new:
+            self.log.warning("skipped an unreadable %s sample at step %s: %s", split, step, sample)
+        total = len(self.bad(split))
+        self.reporter.warning(f"skipped {len(new)} unreadable {split} sample(s) at step {step} ({total} so far; first: {new[0]})")
+        if self.record_dir is not None:
+            from vlmft_cli.run_record import update_record
+
+            update_record(self.record_dir, bad_samples=list(self.seen.values()))
 
 
 def loss_change_message(before: float, after: float) -> str:

@@ -9,7 +9,7 @@ A dry run stops here and shows it (`dry_run.describe`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from vlmft_cli.errors import ConfigError, DataError
@@ -33,7 +33,6 @@ class Plan:
     summaries: list[Any]  # pipeline.splits.DataSummary, train first
     packing: Any  # pipeline.packing.PackingData for stage 1, else None
     world: int = 1
-    notes: list[str] = field(default_factory=list)
 
     @property
     def settings(self) -> Settings:
@@ -83,6 +82,7 @@ def plan_run(resolved: ResolvedSettings, reporter: Reporter, *, world: int = 1) 
     """Backends, pack mode, both splits and the packing view; see the module docstring."""
     from vlmft_cli.attention import select_attention
     from vlmft_cli.backends import backend_for
+    from vlmft_cli.chat_pieces import apply_system_prompt
     from vlmft_cli.runtime import quiet_libraries
 
     quiet_libraries()
@@ -91,7 +91,7 @@ def plan_run(resolved: ResolvedSettings, reporter: Reporter, *, world: int = 1) 
         raise ConfigError("no data folder: pass --data DIR (what `vlmft data extract` wrote)")
     backend = backend_for(settings.model, settings.backend)
     attention = select_attention(settings.attention, reporter)
-    processor = backend.load_processor(settings.model, settings.home)
+    processor = apply_system_prompt(backend, backend.load_processor(settings.model, settings.home), settings.system_prompt)
     resolved, pack, dropped = _decide_pack(resolved, backend, attention, reporter)
     train, val, summaries = _read_splits(resolved.settings, backend, processor, reporter)
     packing = _packing_data(resolved.settings, backend, processor, train)

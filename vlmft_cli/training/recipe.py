@@ -29,12 +29,12 @@ from typing import Any
 from vlmft_cli import runs
 from vlmft_cli.errors import DataError, VlmftError
 from vlmft_cli.reporting import NullReporter, Reporter
-from vlmft_cli.run_record import Resumption, RunStatus, read_record, update_record, write_record
+from vlmft_cli.run_record import PackInfo, Resumption, RunStatus, read_record, update_record, write_record
 from vlmft_cli.settings import ResolvedSettings, Settings
 from vlmft_cli.training import distributed
 from vlmft_cli.training.plan import Plan, plan_run
 from vlmft_cli.training.reconcile import Reconciliation, check_data, reconcile
-from vlmft_cli.training.request import TrainRequest, TrainResult
+from vlmft_cli.training.request import StopKind, TrainRequest, TrainResult
 from vlmft_cli.training.resume import NothingToResume, ResumeTarget, locate
 
 __all__ = ["TrainRequest", "TrainResult", "train"]
@@ -148,7 +148,13 @@ def reopen_run(plan: Plan, target: ResumeTarget, verdict: Reconciliation) -> Non
         skipped=target.skipped,
     )
     record = read_record(target.run.path)
-    changes = {"status": RunStatus.RUNNING, "resumed": [*record.resumed, resumption], "data": data_info(plan), "updated": runs.utc_now()}
+    changes = {
+        "status": RunStatus.RUNNING,
+        "resumed": [*record.resumed, resumption],
+        "data": data_info(plan),
+        "pack": PackInfo(**plan.pack_record()),  # the accumulation follows the micro-batch and device count
+        "updated": runs.utc_now(),
+    }
     write_record(target.run.path, record.model_copy(update={**changes, "stop_reason": None, "error": None}))
 
 
@@ -203,11 +209,17 @@ def _setup(plan: Plan, run: runs.Run, device: str, reporter: Reporter, *, init_a
 @dataclass(frozen=True)
 class Outcome:
     training_loss: float | None
-    stop_reason: str | None  # a signal or the memory cap stopped it early
+    stop: Any = None  # callbacks.Stop: a signal, the memory cap, a non-finite step or too many unreadable samples
+    bad_samples: int = 0  # unreadable training samples skipped (distinct lines, this run's whole life)
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self.stop.reason if self.stop is not None else None
 
 
 def run_trainer(session: Any, settings: Settings, *, resume_from: runs.Checkpoint | None) -> Outcome:
-    """The Trainer's loop, with a clean stop on SIGTERM/Ctrl-C and a saved step on out of memory."""
+    """The Trainer's loop, with a clean stop on SIGTERM/Ctrl-C, the memory cap, a non-finite step or too
+    many unreadable samples, and a saved step on out of memory."""
     from vlmft_cli.training.memory import is_out_of_memory
 
     session.stop.install()
@@ -219,7 +231,8 @@ def run_trainer(session: Any, settings: Settings, *, resume_from: runs.Checkpoin
         raise out_of_memory(session.trainer, settings) from None
     finally:
         session.stop.uninstall()
-    return Outcome(output.training_loss, session.stopper.reason)
+    bad = len(session.faults.bad()) if session.faults is not None else 0
+    return Outcome(output.training_loss, session.stopper.decided, bad)
 
 
 def out_of_memory(trainer: Any, settings: Settings) -> VlmftError:
@@ -250,24 +263,45 @@ def _save_after_oom(trainer: Any) -> Path | None:
 
 
 def finish(session: Any, outcome: Outcome, settings: Settings) -> TrainResult:
-    """Mark the run finished or interrupted and say so; the result carries the newest good checkpoint."""
+    """Mark the run finished, interrupted (a signal, the memory cap, too many unreadable samples: resumable
+    from the checkpoint written at the stop) or failed (a non-finite step: the newest checkpoint is the
+    last good one) and say so; the result carries the newest good checkpoint and the stop's kind, which
+    the CLI turns into its exit code."""
     run, trainer, step = session.run, session.trainer, session.trainer.state.global_step
     good = run.good_checkpoints()
     last = good[-1].path if good else None
     eval_metrics = trainer.last_eval[1].as_dict() if trainer.last_eval else None
     lead = distributed.rank() == 0
-    if outcome.stop_reason:
+    skipped = f"; {outcome.bad_samples} unreadable training sample(s) skipped (run.json lists them under bad_samples)" if outcome.bad_samples else ""
+    result = {"run_dir": run.path, "global_step": step, "last_checkpoint": last, "train_loss": outcome.training_loss, "eval_metrics": eval_metrics, "bad_samples": outcome.bad_samples}
+    stop = outcome.stop
+    if stop is not None:
+        resume = f"vlmft ckpt resume --latest --out {run.path.parent}"
+        if stop.kind == StopKind.NON_FINITE.value:
+            status = RunStatus.FAILED
+            kept = f"the newest checkpoint, {last}, is the last good one" if last else "no checkpoint had been written before it"
+            message = (
+                f"stopped at step {step}: {stop.reason}; {kept}. Lower the learning rate or check that step's data; "
+                f"resuming with another learning rate needs --force-new-settings: {resume} --lr LR --force-new-settings{skipped}"
+            )
+        else:
+            status = RunStatus.INTERRUPTED
+            advice = {
+                StopKind.MEMORY_CAP.value: " --memory-cap-gb GB (a larger cap)",
+                StopKind.BAD_SAMPLES.value: f" --max-bad-samples N (above {settings.max_bad_samples}), or fix those frames first",
+            }.get(stop.kind, "")
+            message = f"stopped at step {step} ({stop.reason}); checkpoint {last}. Resume with: {resume}{advice}{skipped}"
         if lead:
-            update_record(run.path, status=RunStatus.INTERRUPTED.value, stop_reason=outcome.stop_reason, global_step=step, updated=runs.utc_now())
-        message = f"stopped at step {step} ({outcome.stop_reason}); checkpoint {last}. Resume with: vlmft ckpt resume --latest --out {run.path.parent}"
+            errors = {"error": stop.reason} if status == RunStatus.FAILED else {}
+            update_record(run.path, status=status.value, stop_reason=stop.reason, global_step=step, updated=runs.utc_now(), **errors)
         session.log.info(message)
-        return TrainResult("interrupted", run.path, step, last, outcome.training_loss, eval_metrics, message=message)
+        return TrainResult(status.value, **result, message=message, stop=stop.kind, stop_reason=stop.reason)
     if lead:
         now = runs.utc_now()
         update_record(run.path, status=RunStatus.FINISHED.value, finished=now, updated=now, global_step=step, median_step_time_s=session.metrics.median_step_time())
-    message = f"finished stage {settings.stage} at step {step}; checkpoint {last}"
+    message = f"finished stage {settings.stage} at step {step}; checkpoint {last}{skipped}"
     session.log.info(message)
-    return TrainResult("finished", run.path, step, last, outcome.training_loss, eval_metrics, message=message)
+    return TrainResult("finished", **result, message=message)
 
 
 @contextmanager
@@ -278,6 +312,8 @@ def recording_failure(run: runs.Run) -> Iterator[None]:
     except BaseException as exc:
         if distributed.rank() == 0 and read_record(run.path).status == RunStatus.RUNNING.value:
             reason = "interrupted by the user" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
-            update_record(run.path, status=RunStatus.FAILED.value, error=reason, updated=runs.utc_now())
+            # A full disk can refuse run.json too: the error the user sees stays the original one.
+            with contextlib.suppress(OSError):
+                update_record(run.path, status=RunStatus.FAILED.value, error=reason, updated=runs.utc_now())
         raise
 

@@ -9,7 +9,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlmft_cli.settings import SettingsInput
+from vlmft_cli.settings import SettingEnum, SettingsInput
+
+
+class StopKind(SettingEnum):
+    """Why a run stopped before its last step. Each has its exit code (`EXIT_CODES`)."""
+
+    SIGINT = "SIGINT"  # Ctrl-C: checkpoint written, resumable
+    SIGTERM = "SIGTERM"  # timeout, systemd, Slurm: checkpoint written, resumable
+    MEMORY_CAP = "memory-cap"  # checkpoint written; resume with a larger --memory-cap-gb
+    BAD_SAMPLES = "bad-samples"  # more than max_bad_samples unreadable samples: checkpoint written
+    NON_FINITE = "non-finite"  # the loss or gradient norm turned NaN/inf: nothing saved for that step
+
+
+#: The exit code of `vlmft train` and `vlmft ckpt resume` for each stop (0: finished or nothing to do;
+#: 2: an error, one line). Signals follow the shell's 128 + signal number.
+EXIT_CODES: dict[str, int] = {
+    StopKind.SIGINT.value: 130,
+    StopKind.SIGTERM.value: 143,
+    StopKind.MEMORY_CAP.value: 3,
+    StopKind.BAD_SAMPLES.value: 4,
+    StopKind.NON_FINITE.value: 5,
+}
 
 
 @dataclass(frozen=True)
@@ -31,7 +52,7 @@ class TrainRequest:
 
 @dataclass
 class TrainResult:
-    status: str  # "finished", "interrupted", "dry-run", "already-finished"
+    status: str  # "finished", "interrupted", "failed" (a non-finite loss), "dry-run", "already-finished"
     run_dir: Path | None = None
     global_step: int = 0
     last_checkpoint: Path | None = None
@@ -39,6 +60,14 @@ class TrainResult:
     eval_metrics: dict[str, Any] | None = None
     plan: dict[str, Any] | None = None
     message: str = ""
+    stop: str | None = None  # a StopKind when the run stopped early
+    stop_reason: str | None = None
+    bad_samples: int = 0  # unreadable training samples skipped (distinct JSONL lines)
+
+    @property
+    def exit_code(self) -> int:
+        """What the CLI exits with: 0 unless the run stopped early (`EXIT_CODES`)."""
+        return EXIT_CODES.get(str(self.stop), 1) if self.stop else 0
 
     def as_dict(self) -> dict[str, Any]:
         """The `--json` answer of `train` and `ckpt resume`."""
@@ -51,4 +80,8 @@ class TrainResult:
             "eval": self.eval_metrics,
             "plan": self.plan,
             "message": self.message,
+            "stop": self.stop,
+            "stop_reason": self.stop_reason,
+            "bad_samples": self.bad_samples,
+            "exit_code": self.exit_code,
         }

@@ -25,20 +25,25 @@ class Session:
     stop: Any  # callbacks.StopRequest
     stopper: Any  # callbacks.StopCallback
     log: logging.Logger
+    faults: Any = None  # callbacks.FaultCallback: non-finite steps, unreadable samples
 
 
 @dataclass(frozen=True)
 class Datasets:
     train: Any
     eval: Any
-    collator: Any  # evaluation's, and training's when unpacked
+    collator: Any  # training's when unpacked
     order_sampler: Any  # unpacked training order
     batch_sampler: Any  # packed training plan
     train_collator: Any  # packed training
+    eval_data: Any = None  # evaluate.loss.EvalData: what evaluation reads (packed as training is)
+    eval_subset: list[int] | None = None  # the checkpoint subset (`eval_limit`), None for the whole split
 
 
 def build_datasets(plan: Plan, processor: Any) -> Datasets:
     """The training and evaluation datasets of the shared pipeline, with the order or plan and collators."""
+    from vlmft_cli.evaluate.loss import EvalData, PackSpec
+    from vlmft_cli.evaluate.subset import stratified_subset
     from vlmft_cli.model_backend import pad_token_id
     from vlmft_cli.pipeline.dataset import Collator, ExampleDataset
     from vlmft_cli.pipeline.packed_dataset import PackedBatchSampler, PackedCollator, PackedDataset
@@ -49,15 +54,23 @@ def build_datasets(plan: Plan, processor: Any) -> Datasets:
     pad_id = pad_token_id(processor.tokenizer)
     collator = Collator(plan.backend, pad_id)
     eval_dataset = ExampleDataset(plan.val_examples, data, plan.backend, processor) if plan.val_examples else None
+    # Evaluation packs as training does (frames once per video), with the same workers.
+    eval_pack = PackSpec(plan.attention.attn_implementation, dtype_for(settings.precision), settings.max_length) if plan.packed else None
+    evaluation = {
+        "eval_data": EvalData(list(plan.val_examples), data, plan.backend, processor, pad_id, eval_pack, skip_bad=True, source=f"stage{settings.stage}/val.jsonl") if plan.val_examples else None,
+        "eval_subset": stratified_subset(plan.val_examples, settings.eval_limit, settings.seed),
+    }
+    # Training skips (and the trainer counts) samples whose frames do not decode.
+    source = f"stage{settings.stage}/train.jsonl"  # as `pipeline.splits.stage_file` names it, relative to the data folder
     if plan.packed:
-        train = PackedDataset(plan.train_examples, data, plan.backend, processor, plan.packing)
+        train = PackedDataset(plan.train_examples, data, plan.backend, processor, plan.packing, skip_bad=True, source=source)
         batch_sampler = PackedBatchSampler(plan.packing, seed=settings.seed, global_batch_size=settings.global_batch_size, accumulation=plan.accumulation, world_size=plan.world)
         packed_collator = PackedCollator(plan.backend, pad_id, plan.attention.attn_implementation, dtype_for(settings.precision))
-        return Datasets(train, eval_dataset, collator, None, batch_sampler, packed_collator)
-    train = ExampleDataset(plan.train_examples, data, plan.backend, processor)
+        return Datasets(train, eval_dataset, collator, None, batch_sampler, packed_collator, **evaluation)
+    train = ExampleDataset(plan.train_examples, data, plan.backend, processor, skip_bad=True, source=source)
     # Grouped by the global batch, not by what one device takes, so the order is the same for any world size.
     sampler = SeededOrderSampler(train.lengths, settings.seed, group_size=settings.global_batch_size)
-    return Datasets(train, eval_dataset, collator, sampler, None, None)
+    return Datasets(train, eval_dataset, collator, sampler, None, None, **evaluation)
 
 
 def build_session(plan: Plan, run: runs.Run, *, device: str, init_adapter: Any, resume_from: runs.Checkpoint | None, reporter: Reporter, lead: bool) -> Session:
@@ -66,7 +79,7 @@ def build_session(plan: Plan, run: runs.Run, *, device: str, init_adapter: Any, 
 
     from vlmft_cli.lora_model import build_model, count_parameters
     from vlmft_cli.training.arguments import training_arguments
-    from vlmft_cli.training.callbacks import StopCallback, file_logger
+    from vlmft_cli.training.callbacks import FaultCallback, StopCallback, file_logger
     from vlmft_cli.training.memory import MemoryCap
     from vlmft_cli.training.trainer import CurriculumTrainer
 
@@ -89,15 +102,25 @@ def build_session(plan: Plan, run: runs.Run, *, device: str, init_adapter: Any, 
     trainer = CurriculumTrainer(
         model=model, args=args, train_dataset=data.train, eval_dataset=data.eval, data_collator=data.collator,
         order_sampler=data.order_sampler, train_batch_sampler=data.batch_sampler, train_collator=data.train_collator,
-        eval_examples=data.eval, run=run, keep_last=settings.keep_last, reporter=reporter,
+        eval_data=data.eval_data, eval_subset=data.eval_subset, run=run, keep_last=settings.keep_last, reporter=reporter,
     )  # fmt: skip
+    if data.eval_subset is not None:
+        message = (
+            f"checkpoints evaluate a seeded subset of {len(data.eval_subset)} of {len(plan.val_examples)} val examples "
+            f"(eval_limit {settings.eval_limit} QAs per task type); the last step evaluates all of them"
+        )
+        log.info(message)
+        reporter.info(message)
     trainer.remove_callback(PrinterCallback)
     metrics, stop = _add_callbacks(trainer, plan, run, log, reporter)
-    stopper = StopCallback(stop, cap, log)
+    previous = (getattr(run.record(), "bad_samples", None) or []) if resume_from is not None else []
+    faults = FaultCallback(trainer, log, reporter, settings.max_bad_samples, run.path if lead else None, previous)
+    trainer.add_callback(faults)
+    stopper = StopCallback(stop, cap, log, faults)
     trainer.add_callback(stopper)
     if resume_from is not None:
         _prepare_resume(trainer, run, resume_from, log, reporter, lead)
-    return Session(run, trainer, metrics, stop, stopper, log)
+    return Session(run, trainer, metrics, stop, stopper, log, faults)
 
 
 def _add_callbacks(trainer: Any, plan: Plan, run: runs.Run, log: logging.Logger, reporter: Reporter) -> tuple[Any, Any]:
