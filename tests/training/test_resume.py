@@ -4,9 +4,11 @@ One short stage-1 run (6 steps, checkpoints at 3 and 6) is trained once per modu
 copy of it, made "interrupted at step 3" by dropping its final checkpoint, unless it needs it finished.
 """
 
+import hashlib
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -64,10 +66,18 @@ def adapter(checkpoint):
     return load_file(checkpoint.path / "adapter_model.safetensors")
 
 
-def test_a_resumed_run_ends_as_the_uninterrupted_one(finished_run, copy_run):
+def test_a_resumed_run_ends_as_the_uninterrupted_one(finished_run, copy_run, monkeypatch):
+    from vlmft_cli import fsutil
+
     out, copy = copy_run()
+    real_sha256, hashed = fsutil.sha256_file, []
+    monkeypatch.setattr(fsutil, "sha256_file", lambda path, *a, **k: (hashed.append(str(path)) if str(path).endswith(".jsonl") else None) or real_sha256(path, *a, **k))
     reporter = RecordingReporter()
     result = resume(out, reporter=reporter)
+    data_files = copy.record().data.files
+    assert sorted(hashed) == sorted(str(f.path) for f in data_files.values())  # each data file read once for its hash
+    for entry in data_files.values():
+        assert entry.sha256 == hashlib.sha256(Path(entry.path).read_bytes()).hexdigest()
     assert result.status == "finished" and result.global_step == 6
     original, again = adapter(finished_run[0].checkpoints()[-1]), adapter(copy.checkpoints()[-1])
     assert all(torch.allclose(original[k], again[k], atol=1e-6) for k in original)

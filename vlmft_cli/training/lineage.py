@@ -59,15 +59,18 @@ def resolve_init_adapter(settings: Settings, init_from: str | None, reporter: Re
     return checkpoint
 
 
-def data_info(plan: Plan) -> DataInfo:
-    """The data folder and each split file with its sha256 (absolute paths, so a resume finds them anywhere)."""
+def data_info(plan: Plan, known: dict[str, str] | None = None) -> DataInfo:
+    """The data folder and each split file with its sha256 (absolute paths, so a resume finds them anywhere);
+    `known` digests (by resolved path, e.g. the resume's data check) are not computed again."""
     from vlmft_cli.fsutil import sha256_file
 
     assert plan.settings.data is not None
-    return DataInfo(
-        dir=str(Path(plan.settings.data).resolve()),
-        files={s.split: DataFile(path=str(Path(s.path).resolve()), sha256=sha256_file(s.path), lines=s.lines) for s in plan.summaries},
-    )
+    known = known or {}
+    files = {}
+    for summary in plan.summaries:
+        path = str(Path(summary.path).resolve())
+        files[summary.split] = DataFile(path=path, sha256=known.get(path) or sha256_file(summary.path), lines=summary.lines)
+    return DataInfo(dir=str(Path(plan.settings.data).resolve()), files=files)
 
 
 def new_record(plan: Plan, run: runs.Run, *, device: str, init: runs.Checkpoint | None) -> RunRecord:

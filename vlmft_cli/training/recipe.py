@@ -122,8 +122,9 @@ def reconcile_resume(request: TrainRequest, target: ResumeTarget) -> tuple[Resol
     if data is None or not Path(data).is_dir():
         raise DataError(f"the data folder of run {target.run.name} ({data}) is not there", hint="pass --data DIR: its files are checked against the sha256 recorded in run.json")
     files = target.record.data.files if target.record.data else {}
-    data_changes = check_data(files, Path(data), resolved.settings.stage)
+    data_changes, digests = check_data(files, Path(data), resolved.settings.stage)
     verdict = reconcile(target.stored, resolved, step=target.checkpoint.step, force=request.force_new_settings, data_changes=data_changes)
+    verdict.data_digests = digests
     return resolved, verdict
 
 
@@ -151,7 +152,7 @@ def reopen_run(plan: Plan, target: ResumeTarget, verdict: Reconciliation) -> Non
     changes = {
         "status": RunStatus.RUNNING,
         "resumed": [*record.resumed, resumption],
-        "data": data_info(plan),
+        "data": data_info(plan, known=verdict.data_digests),
         "pack": PackInfo(**plan.pack_record()),  # the accumulation follows the micro-batch and device count
         "updated": runs.utc_now(),
     }

@@ -45,6 +45,7 @@ class Reconciliation:
 
     applied: list[Change] = field(default_factory=list)
     forced: list[Change] = field(default_factory=list)
+    data_digests: dict[str, str] = field(default_factory=dict)  # sha256 of the data files, by resolved path
 
     def lines(self) -> list[str]:
         out = [f"resume applies {change.describe()}" for change in self.applied]
@@ -95,19 +96,20 @@ def reconcile(stored: StoredSettings, resolved: ResolvedSettings, *, step: int, 
     return result
 
 
-def check_data(recorded_files: dict[str, Any], data_dir: Path, stage: int) -> list[Change]:
+def check_data(recorded_files: dict[str, Any], data_dir: Path, stage: int) -> tuple[list[Change], dict[str, str]]:
     """The run's data files whose sha256 differs from what it recorded (a missing file counts too), looked
-    up in `data_dir` (which may have moved since)."""
+    up in `data_dir` (which may have moved since), and the digests computed (by resolved path), so the
+    run record can be rewritten without hashing the files again."""
     from vlmft_cli.fsutil import sha256_file
     from vlmft_cli.pipeline.splits import stage_file
 
-    changes = []
+    changes, digests = [], {}
     for split, entry in sorted(recorded_files.items()):
         path = stage_file(data_dir, stage, split)
         if not path.is_file():
             changes.append(Change(f"data {split} file", entry.path, f"{path} (missing)", "data folder"))
             continue
-        digest = sha256_file(path)
+        digest = digests[str(path.resolve())] = sha256_file(path)
         if digest != entry.sha256:
             changes.append(Change(f"data {split} sha256", entry.sha256[:12], f"{digest[:12]} ({path})", "data folder"))
-    return changes
+    return changes, digests
