@@ -43,6 +43,7 @@ demo: setup
 	$(DEMO_ENV) $(VLMFT) ckpt list
 	$(DEMO_ENV) $(VLMFT) eval --checkpoint stage1 --stage 1 --data $(DEMO_DIR)/data --generate --max-new-tokens 16
 	$(DEMO_ENV) $(VLMFT) eval --checkpoint stage2 --stage 2 --data $(DEMO_DIR)/data --generate --max-new-tokens 16
+	$(DEMO_ENV) $(VLMFT) chat --checkpoint stage2 --video $$(ls -d $(DEMO_DIR)/data/images/val-*/* | head -n 1) --question "what is the robot doing?" --max-new-tokens 16
 	$(DEMO_ENV) $(VLMFT) report stage1 stage2 --out $(DEMO_DIR)/report
 
 test: setup
@@ -50,6 +51,11 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+
+# Wheels, the vlmft wheel and a small extracted data set for scripts/gpu_check.sh on an offline GPU machine.
+.PHONY: gpu-bundle
+gpu-bundle: setup
+	PY=$(PY) VLMFT=$(VLMFT) scripts/gpu_bundle.sh gpu-bundle
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache build *.egg-info

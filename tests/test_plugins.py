@@ -12,7 +12,7 @@ def test_built_ins_are_registered_through_entry_points():
 
 
 def test_unknown_plugin_names_the_known_ones():
-    with pytest.raises(PluginError, match=r"unknown attention plugin 'flash' \(known: eager, flash-attn-sm121, sdpa"):
+    with pytest.raises(PluginError, match=r"unknown attention plugin 'flash' \(known: eager, flash-attn-sm121, flex, sdpa"):
         plugins.get("attention", "flash")
 
 

@@ -6,7 +6,7 @@ from vlmft_cli.paths import user_profiles_dir
 from vlmft_cli.profiles import available_profiles, load_profile
 from vlmft_cli.settings import resolve_settings
 
-BUILT_IN = {"gb10", "h100-80gb", "a100-80gb", "a100-40gb", "rtx4090-24gb", "cpu"}
+BUILT_IN = {"gb10", "h200", "h100-80gb", "a100-80gb", "a100-40gb", "rtx4090-24gb", "cpu"}
 
 GOOD = """description: test box
 hardware: {device: cuda, memory_gb: 48, unified_memory: false, compute_capability: "8.6", peak_bf16_tflops: 150}
@@ -37,7 +37,19 @@ def test_gb10_matches_the_issue():
     s, hw = resolved.settings, resolved.profile.hardware
     assert hw.unified_memory and hw.memory_gb == 128 and hw.compute_capability == "12.1"
     assert (s.memory_cap_gb, s.micro_batch_size, s.eval_batch_size) == (100, 2, 2)
-    assert (s.attention, s.precision, s.gradient_checkpointing) == ("sdpa", "bf16", True)
+    assert (s.attention, s.precision, s.gradient_checkpointing) == ("flex", "bf16", "auto")
+
+
+def test_h200_holds_the_datasheet_facts():
+    resolved = resolve_settings(stage=1, profile="h200", environ={})
+    s, hw = resolved.settings, resolved.profile.hardware
+    assert (hw.memory_gb, hw.compute_capability, hw.peak_bf16_tflops, hw.unified_memory) == (141, "9.0", 989, False)
+    assert (s.memory_cap_gb, s.precision, s.gradient_checkpointing) == (130, "bf16", "auto")
+
+
+def test_only_the_cpu_profile_turns_checkpointing_off_outright():
+    values = {name: resolve_settings(stage=1, profile=name, environ={}).settings.gradient_checkpointing for name in BUILT_IN}
+    assert values == {**{name: "auto" for name in BUILT_IN}, "cpu": "off"}
 
 
 def test_profile_from_a_path_and_from_the_user_folder(tmp_path):

@@ -41,7 +41,7 @@ VALID: dict[str, st.SearchStrategy[Any]] = {
     "precision": st.sampled_from(["bf16", "fp16", "fp32"]),
     "attention": st.sampled_from(["sdpa", "eager"]),
     "quantization": st.sampled_from(["none", "4bit", "8bit"]),
-    "gradient_checkpointing": st.booleans(),
+    "gradient_checkpointing": st.sampled_from(["auto", "on", "off"]) | st.booleans(),  # true/false: older configs
     "memory_cap_gb": floats(0.5, 512) | st.none(),
     "micro_batch_size": st.integers(1, 64),
     "eval_batch_size": st.integers(1, 64),
@@ -104,7 +104,7 @@ INVALID: dict[str, st.SearchStrategy[Any]] = {
     "lr_scheduler": st.sampled_from(["cosine_with_restarts", "step"]),
     "frame_sampling": st.sampled_from(["first", "uniform"]),
     "pack": st.sampled_from(["packed", "yes"]),
-    "report_to": st.sampled_from(["wandb", "all"]),
+    "report_to": st.sampled_from(["Wand B", "none,wandb", "", ","]),
     "gradient_checkpointing": st.sampled_from(["maybe", "sometimes"]) | st.just([True]),
     "seed": st.just("lucky") | st.just(4.5) | st.integers(-100, -1) | st.just(2**32),
     "lora_projections": st.just("q_proj") | st.just(7),
@@ -115,6 +115,8 @@ valid_values = st.fixed_dictionaries({}, optional=VALID)
 
 
 def _expected(key: str, value: Any) -> Any:
+    if key == "gradient_checkpointing" and isinstance(value, bool):
+        return "on" if value else "off"
     return Path(value) if key in PATH_KEYS and value is not None else value
 
 

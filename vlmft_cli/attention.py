@@ -1,13 +1,15 @@
 """The attention-backend protocol (`vlmft.attention` entry points) and choosing one with a fallback.
 
 A backend names the `attn_implementation` it hands transformers and says whether it can run here and
-why not. A run that asks for an unavailable backend falls back to `sdpa` with a warning.
+why not. It may also say why a model backend's models cannot run it (`model_obstacle(model_backend)`,
+optional: a string, or None when they can). A run that asks for a backend unavailable here, or for its
+model, falls back to `sdpa` with a warning.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from vlmft_cli import plugins
 from vlmft_cli.reporting import NullReporter, Reporter
@@ -47,11 +49,21 @@ class AttentionBackend(Protocol):
         ...
 
 
-def select_attention(name: str, reporter: Reporter | None = None) -> AttentionBackend:
-    """The named backend if available here, else `sdpa` with a warning saying why."""
+def model_availability(backend: AttentionBackend, model_backend: Any) -> Availability:
+    """Whether `backend` can run `model_backend`'s models, by its optional `model_obstacle`."""
+    obstacle = getattr(backend, "model_obstacle", None)
+    reason = obstacle(model_backend) if callable(obstacle) else None
+    return Availability.no(reason) if reason else Availability.yes()
+
+
+def select_attention(name: str, reporter: Reporter | None = None, model_backend: Any = None) -> AttentionBackend:
+    """The named backend if available here (and for `model_backend`'s models when given), else `sdpa`
+    with a warning saying why."""
     reporter = reporter or NullReporter()
     backend: AttentionBackend = plugins.get("attention", name)
     status = backend.availability()
+    if status.available and model_backend is not None:
+        status = model_availability(backend, model_backend)
     if status.available:
         backend.setup()
         return backend
@@ -60,4 +72,4 @@ def select_attention(name: str, reporter: Reporter | None = None) -> AttentionBa
 
         raise PluginError(f"attention backend {FALLBACK} is unavailable: {status.reason}")
     reporter.warning(f"attention backend {name} is unavailable ({status.reason}); falling back to {FALLBACK}")
-    return select_attention(FALLBACK, reporter)
+    return select_attention(FALLBACK, reporter, model_backend)

@@ -1,6 +1,6 @@
 """Files and folders that readers never see half-written; hashes.
 
-- `atomic_write_text` / `atomic_write_json`: a file written under a temporary name beside it, fsynced,
+- `atomic_write_text` / `atomic_write_json` / `atomic_write_bytes`: a file written under a temporary name beside it, fsynced,
   then renamed over `path`.
 - `staged_folder`: a folder built in a hidden sibling, then renamed into place (replacing an old one
   whole) and the parent fsynced; a failure removes the sibling. `replace_folder` is that last step
@@ -34,6 +34,22 @@ def atomic_write_text(path: Path, text: str, *, temp_dir: Path | None = None) ->
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """`atomic_write_text` for bytes: a temporary file beside `path`, fsynced, renamed over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -1,10 +1,10 @@
 """Loading the base model through its backend and putting LoRA on its language model.
 
-The vision tower and projector stay frozen; LoRA goes on the backend's language-model projections (or
-`lora_pattern`); QLoRA loads the base in 4-bit NF4. Stage 2 continues the stage-1 adapter's weights with
-a fresh optimizer. The chosen attention implementation is checked on the loaded model, not assumed.
-Training builds its model here, `vlmft eval` its load options and check, and the step and packing
-benchmarks the same trainable model.
+The vision tower and projector stay frozen, and under gradient checkpointing no gradient flows into
+them; LoRA goes on the backend's language-model projections (or `lora_pattern`); QLoRA loads the base
+in 4-bit NF4. Stage 2 continues the stage-1 adapter's weights with a fresh optimizer. The chosen
+attention implementation is checked on the loaded model, not assumed. Training builds its model here,
+`vlmft eval` its load options and check, and the step and packing benchmarks the same trainable model.
 """
 
 from __future__ import annotations
@@ -41,6 +41,17 @@ def lora_pattern(settings: Settings, backend: ModelBackend) -> str:
     return settings.lora_pattern or backend.lora_target_pattern(tuple(settings.lora_projections))
 
 
+def enable_checkpointing(model: Any) -> None:
+    """Non-reentrant gradient checkpointing on `model` (the base under PEFT), with no input made to
+    require grad. transformers' `enable_input_require_grads`, which checkpointing calls, hooks every
+    sub-model's embeddings, the vision patch embedding included: the frozen vision tower would then be
+    recomputed and back-propagated for nothing. Non-reentrant checkpointing needs no input that requires
+    grad (the LoRA weights inside each layer do), so not even the language model's embeddings are hooked:
+    the gradient of the first layer's input would be computed for nothing too."""
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.disable_input_require_grads()
+
+
 def build_model(
     settings: Settings,
     backend: ModelBackend,
@@ -62,10 +73,8 @@ def build_model(
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     if settings.quantization != "none":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=settings.gradient_checkpointing)
-    elif settings.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
+        # Checkpointing is enabled below, after PEFT: both would hook the vision tower's inputs too.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
     if init_adapter is not None:
         model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
@@ -79,6 +88,8 @@ def build_model(
         )
         torch.manual_seed(settings.seed)
         model = get_peft_model(model, config)
+    if settings.gradient_checkpointing != "off":  # `auto` unresolved (no plan phase): the safe side
+        enable_checkpointing(model.get_base_model())
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
     if not trainable:
         raise ConfigError("no LoRA parameters matched; check lora_projections / lora_pattern")

@@ -195,9 +195,9 @@ class SharedPrefixPacking(Protocol):
         """Whether a caller-built 4-D block attention mask is honoured under this `attn_implementation`."""
         ...
 
-    def packed_prefix_length(self, processor: Any, num_frames: int) -> int:
+    def packed_prefix_length(self, processor: Any, num_frames: int, fps: float | None = None) -> int:
         """Tokens of the prefix every QA about `num_frames` frames shares (system turn, frames), without
-        decoding any image."""
+        decoding any image; `fps` as in `encode`."""
         ...
 
     def encode_packed(self, processor: Any, frames: Sequence[Image], turns: Sequence[Turn], fps: float | None = None) -> EncodedSample:
@@ -207,8 +207,20 @@ class SharedPrefixPacking(Protocol):
 
     def collate_packed(self, samples: Sequence[EncodedSample], pad_token_id: int, attn_implementation: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """Pad packed samples into a batch with a (B, 1, T, T) block attention mask for `attn_implementation`
-        (in `dtype` where the mask is additive) and (B, T) position ids that restart after the prefix in
+        (in `dtype` where the mask is additive; for flex_attention instead the (B, 2, T) ids under
+        `vlmft_cli.attention_masks.MASK_IDS_KEY`) and (B, T) position ids that restart after the prefix in
         every block; padding positions attend to themselves only."""
+        ...
+
+
+@runtime_checkable
+class BulkConversationLengths(Protocol):
+    """An optional backend method: `conversation_lengths` of many conversations in one call (batched
+    tokenization). Without it the plan calls `conversation_lengths` once per conversation."""
+
+    def conversation_lengths_bulk(self, processor: Any, conversations: Sequence[tuple[int, Sequence[Turn], float | None]]) -> list[list[int]]:
+        """For each (num_frames, turns, fps): exactly what `conversation_lengths(processor, num_frames,
+        turns, fps)` returns."""
         ...
 
 

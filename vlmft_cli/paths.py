@@ -22,3 +22,7 @@ def user_config_dir() -> Path:
 def user_profiles_dir() -> Path:
     return user_config_dir() / "profiles"
 
+
+
+def user_recipes_dir() -> Path:
+    return user_config_dir() / "recipes"

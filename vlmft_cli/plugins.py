@@ -1,12 +1,13 @@
 """Finding plugins through entry points, for every extension kind.
 
 Groups: `vlmft.models` (model backends, see `vlmft_cli.model_backend`), `vlmft.attention` (attention
-backends, see `vlmft_cli.attention`) and `vlmft.profiles` (packages of profile files). Built-ins are
+backends, see `vlmft_cli.attention`), `vlmft.profiles` (packages of profile files) and `vlmft.recipes`
+(packages of recipe files). Built-ins are
 registered by vlmft's own distribution exactly as a third party would register theirs.
 
 `VLMFT_LOAD_PLUGINS`, when set, is a comma-separated list of distribution or plugin names: only those
-model and attention plugins load (code). Profile packages are data, YAML files, and always load, so
-limiting the code plugins never hides the built-in profiles. A name in the list that no installed plugin
+model and attention plugins load (code). Profile and recipe packages are data, YAML files, and always
+load, so limiting the code plugins never hides the built-in profiles or recipes. A name in the list that no installed plugin
 or distribution has is warned about (`VlmftWarning`, with the closest known name). A plugin that fails to
 import is reported as broken with its error; the rest keep working.
 """
@@ -24,8 +25,8 @@ from typing import Any, Literal
 
 from vlmft_cli.errors import PluginError, VlmftWarning
 
-Kind = Literal["models", "attention", "profiles"]
-GROUPS: dict[str, str] = {"models": "vlmft.models", "attention": "vlmft.attention", "profiles": "vlmft.profiles"}
+Kind = Literal["models", "attention", "profiles", "recipes"]
+GROUPS: dict[str, str] = {"models": "vlmft.models", "attention": "vlmft.attention", "profiles": "vlmft.profiles", "recipes": "vlmft.recipes"}
 
 #: The environment variable that limits which plugins load, and the kinds it limits (code, not data).
 LOAD_PLUGINS_ENV = "VLMFT_LOAD_PLUGINS"
@@ -106,6 +107,32 @@ def _discover_once(kind: str, allow: str | None) -> tuple[PluginInfo, ...]:
         if names is None or ep.name in names or _distribution(ep) in names:
             found.append(_load(kind, ep))
     return tuple(sorted(found, key=lambda info: (info.name, info.distribution)))
+
+
+@dataclass(frozen=True)
+class PackagedFile:
+    """A data file (a profile, a recipe) shipped in a package registered under a data group."""
+
+    name: str  # the file name without its suffix
+    origin: str  # "built-in (vlmft 0.1.0)" or "plugin (mydist 1.0)"
+    path: str  # "package/file.yaml"
+    read: Any  # () -> str
+
+
+def packaged_files(kind: Kind, suffixes: tuple[str, ...]) -> list[PackagedFile]:
+    """The files ending in `suffixes` in every working package of a data kind (`profiles`, `recipes`)."""
+    import importlib.resources
+
+    found: list[PackagedFile] = []
+    for info in discover(kind):
+        package = getattr(info.obj, "__name__", None)
+        if info.error or package is None:
+            continue
+        origin = f"{'built-in' if info.distribution == 'vlmft' else 'plugin'} ({info.distribution} {info.version})"
+        for entry in sorted(importlib.resources.files(package).iterdir(), key=lambda e: e.name):
+            if entry.is_file() and entry.name.endswith(suffixes):
+                found.append(PackagedFile(entry.name.rsplit(".", 1)[0], origin, f"{package}/{entry.name}", entry.read_text))
+    return found
 
 
 def reset_cache() -> None:

@@ -12,7 +12,6 @@ Two distributions shipping the same name is an error naming both.
 
 from __future__ import annotations
 
-import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -103,18 +102,7 @@ class _Candidate:
 
 
 def _plugin_candidates() -> list[_Candidate]:
-    found: list[_Candidate] = []
-    for info in plugins.discover("profiles"):
-        if info.error or info.obj is None:
-            continue
-        origin = f"{'built-in' if info.distribution == 'vlmft' else 'plugin'} ({info.distribution} {info.version})"
-        package = getattr(info.obj, "__name__", None)
-        if package is None:
-            continue
-        for entry in importlib.resources.files(package).iterdir():
-            if entry.is_file() and entry.name.endswith(PROFILE_SUFFIXES):
-                found.append(_Candidate(Path(entry.name).stem, origin, f"{package}/{entry.name}", entry.read_text))
-    return found
+    return [_Candidate(f.name, f.origin, f.path, f.read) for f in plugins.packaged_files("profiles", PROFILE_SUFFIXES)]
 
 
 def _user_candidates() -> list[_Candidate]:

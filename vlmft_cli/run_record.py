@@ -86,6 +86,7 @@ class RunRecord(_Part):
     profile: str | None = None
     parent: Parent | None = None
     pack: PackInfo | None = None
+    gradient_checkpointing: dict[str, Any] | None = None  # the plan's choice: asked, value (on/off), reason
     data: DataInfo | None = None
     versions: dict[str, str] = Field(default_factory=dict)
     hardware: dict[str, Any] = Field(default_factory=dict)

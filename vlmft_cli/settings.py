@@ -2,7 +2,9 @@
 
 Every value a run uses comes from exactly one of these layers, later ones winning:
 
-    stage defaults (the reference recipe) < profile < config file < VLMFT_* environment < command line
+    stage defaults (the reference recipe) < profile < recipe < config file < VLMFT_* environment < command line
+
+(a recipe, `--recipe`, is a named config file: `vlmft_cli.recipes`).
 
 `resolve_settings` merges them, remembers where each value came from, and validates the result; an
 invalid value fails with a `ConfigError` naming the key and its source.
@@ -61,6 +63,19 @@ class PackMode(SettingEnum):
     SHARED_PREFIX = "shared-prefix"
 
 
+class Checkpointing(SettingEnum):
+    """Gradient checkpointing: `auto` is made on or off by the plan phase from the memory estimate
+    (`vlmft_cli.training.dry_run.resolve_checkpointing`)."""
+
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+
+#: What older configs and stored runs hold (a bool, or pydantic's bool words from the environment).
+_CHECKPOINTING_WORDS = {"true": "on", "1": "on", "yes": "on", "y": "on", "t": "on", "false": "off", "0": "off", "no": "off", "n": "off", "f": "off"}
+
+
 class LrScheduler(SettingEnum):
     COSINE = "cosine"
     LINEAR = "linear"
@@ -71,11 +86,6 @@ class LrScheduler(SettingEnum):
 class FrameSampling(SettingEnum):
     UNIFORM_LAST = "uniform-last"
     LAST = "last"
-
-
-class ReportTo(SettingEnum):
-    NONE = "none"
-    TENSORBOARD = "tensorboard"
 
 
 class Group(SettingEnum):
@@ -141,7 +151,14 @@ class Settings(BaseSettings):
     precision: Precision = setting(Precision.BF16, "Weights and compute dtype.", group=H, on_resume=REFUSE)
     attention: str = setting("sdpa", "Attention backend (see `vlmft plugins list`).", group=H, on_resume=APPLY)
     quantization: Quantization = setting(Quantization.NONE, "bitsandbytes quantization of the base model (4bit = QLoRA NF4).", group=H, on_resume=REFUSE, flag="--quantize")
-    gradient_checkpointing: bool = setting(True, "Recompute activations in backward to save memory.", group=H, on_resume=APPLY)
+    gradient_checkpointing: Checkpointing = setting(
+        Checkpointing.AUTO,
+        "Recompute activations in backward to save memory: 'auto' = on only when the memory estimate of a "
+        "micro-batch without it exceeds the memory cap (the dry run shows the choice and why); true/false "
+        "from older configs mean on/off.",
+        group=H,
+        on_resume=APPLY,
+    )
     memory_cap_gb: float | None = setting(None, "Hard memory cap for the process, in GB.", group=H, on_resume=APPLY, gt=0)
     micro_batch_size: int = setting(2, "Samples per forward/backward on one device (accumulation keeps the global batch).", group=H, on_resume=APPLY, ge=1)
     eval_batch_size: int = setting(2, "Samples per evaluation forward on one device.", group=H, on_resume=APPLY, ge=1)
@@ -200,7 +217,13 @@ class Settings(BaseSettings):
     )
     keep_last: int = setting(3, "Checkpoints kept besides the best one.", group=C, on_resume=APPLY, ge=1)
     logging_steps: int = setting(1, "Log metrics every N optimizer steps.", group=C, on_resume=APPLY, ge=1)
-    report_to: ReportTo = setting(ReportTo.NONE, "Extra metrics logger besides the CSV files.", group=C, on_resume=APPLY)
+    report_to: str = setting(
+        "none",
+        "Extra metrics loggers besides the CSV files (always written), comma-separated, as transformers names them: "
+        "tensorboard, wandb, mlflow, comet_ml, clearml, trackio, …; 'none' for the CSV files only.",
+        group=C,
+        on_resume=APPLY,
+    )
 
     @field_validator("home", "out")
     @classmethod
@@ -209,6 +232,25 @@ class Settings(BaseSettings):
         if problem:
             raise ValueError(problem)
         return value
+
+    @field_validator("gradient_checkpointing", mode="before")
+    @classmethod
+    def _checkpointing_from_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return Checkpointing.ON.value if value else Checkpointing.OFF.value
+        if isinstance(value, str):
+            return _CHECKPOINTING_WORDS.get(value.strip().lower(), value.strip().lower())
+        return value
+
+    @field_validator("report_to")
+    @classmethod
+    def _logger_names(cls, value: str) -> str:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        if not names or any(not re.fullmatch(r"[a-z][a-z0-9_]*", name) for name in names):
+            raise ValueError("expected 'none' or comma-separated logger names such as tensorboard,wandb")
+        if "none" in names and len(names) > 1:
+            raise ValueError("'none' cannot be combined with other loggers")
+        return ",".join(names)
 
     @field_validator("lora_pattern")
     @classmethod
@@ -424,9 +466,12 @@ class SettingsInput:
     config_file: Path | None = None
     flags: Mapping[str, Any] = field(default_factory=dict)  # settings given on the command line (None = not given)
     environ: Mapping[str, str] | None = None  # default: os.environ
+    recipe: str | None = None  # a recipe name or path (`vlmft_cli.recipes`)
 
     def resolve(self, stored: StoredSettings | None = None) -> ResolvedSettings:
-        return resolve_settings(stage=self.stage, profile=self.profile, config_file=self.config_file, cli=self.flags, environ=self.environ, stored=stored)
+        return resolve_settings(
+            stage=self.stage, profile=self.profile, config_file=self.config_file, cli=self.flags, environ=self.environ, stored=stored, recipe=self.recipe
+        )
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
@@ -465,10 +510,11 @@ def resolve_settings(
     environ: Mapping[str, str] | None = None,
     stored: StoredSettings | None = None,
     over_stored: tuple[Mapping[str, Any], str] | None = None,
+    recipe: str | None = None,
 ) -> ResolvedSettings:
     """Merge the layers in precedence order, recording each value's source, and validate.
 
-    A new run: stage defaults < profile < config file < environment < command line. A resumed run:
+    A new run: stage defaults < profile < recipe < config file < environment < command line. A resumed run:
     its `stored` settings take the place of the stage defaults and the profile (a profile given now is
     applied over them), and the same upper layers follow. `over_stored` is one more layer right above
     the stored one (evaluation on the other stage's data takes that stage's input defaults there).
@@ -488,6 +534,11 @@ def resolve_settings(
     file_values = load_config_file(config_file) if config_file else {}
     file_source = f"config file {config_file}"
     upper: list[tuple[Mapping[str, Any], str]] = [(file_values, file_source), (env, SOURCE_ENV), (cli_values, SOURCE_CLI)]
+    if recipe is not None:
+        from vlmft_cli.recipes import load_recipe
+
+        the_recipe = load_recipe(recipe)
+        upper.insert(0, (the_recipe.settings, the_recipe.source))
 
     # Stage and profile choose which lower layers apply, so they are resolved first, by the same order.
     def pick(key: str) -> tuple[Any, str | None]:

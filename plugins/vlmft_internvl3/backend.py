@@ -152,7 +152,8 @@ class InternVL3Backend:
 
     # --- shared-prefix packing (`vlmft_cli.model_backend.SharedPrefixPacking`) ------------------------
 
-    def packed_prefix_length(self, processor: InternVL3Processor, num_frames: int) -> int:
+    def packed_prefix_length(self, processor: InternVL3Processor, num_frames: int, fps: float | None = None) -> int:
+        """`fps` is unused (InternVL3 numbers frames, it does not time them)."""
         from vlmft_internvl3.packing import packed_prefix_length
 
         return packed_prefix_length(processor, num_frames)
@@ -172,6 +173,14 @@ class InternVL3Backend:
 
         return collate_packed(samples, pad_token_id, attn_implementation, dtype)
 
+    def collate_padding_free(
+        self, samples: Sequence[EncodedSample], pad_token_id: int, attn_implementation: str, dtype: torch.dtype
+    ) -> dict[str, torch.Tensor]:
+        """Whole conversations back to back in one unpadded row (`vlmft_cli.pipeline.padding_free`)."""
+        from vlmft_internvl3.packing import collate_padding_free
+
+        return collate_padding_free(samples, pad_token_id, attn_implementation, dtype)
+
     # --- architectures -----------------------------------------------------------------------------
 
     def architecture_variants(self) -> list[str]:
@@ -181,3 +190,18 @@ class InternVL3Backend:
         from vlmft_internvl3.configs import architecture_config
 
         return architecture_config(variant)
+
+    # --- many lengths at once (`vlmft_cli.model_backend.BulkConversationLengths`) ----------------------
+
+    def conversation_lengths_bulk(
+        self, processor: InternVL3Processor, conversations: Sequence[tuple[int, Sequence[Turn], float | None]]
+    ) -> list[list[int]]:
+        """`conversation_lengths` of each (frames, turns, fps), tokenized in batches."""
+        from vlmft_cli.chat_lengths import bulk_qa_ends
+        from vlmft_internvl3.encoding import conversation_pieces
+
+        return bulk_qa_ends(
+            processor.tokenizer,
+            lambda frames, turns, fps: conversation_pieces(processor, frames, turns, generation_prompt=False),
+            conversations,
+        )

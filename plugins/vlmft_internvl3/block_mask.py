@@ -4,8 +4,10 @@ Layout `[prefix][block 1][block 2]…`: the prefix (system turn and frames) is c
 whole prefix and itself causally, never another block; positions restart after the prefix in every
 block, so block k is computed exactly as if it followed the prefix alone. InternVL3's Qwen2 language
 model in transformers 5.x honours such a caller-built 4-D mask (batch, 1, T, T) with explicit
-`position_ids`: boolean (True = attend) with `sdpa`, additive float (0 / dtype min) with `eager`.
-Flash-attention kernels take no arbitrary mask, so other implementations are not supported.
+`position_ids`: boolean (True = attend) with `sdpa`, additive float (0 / dtype min) with `eager`, and a
+FlexAttention `BlockMask` with `flex_attention`, for which a batch carries only per-token document/block
+ids (`vlmft_cli.attention_masks`) and the mask is built on the device. Flash-attention kernels take no
+arbitrary mask, so other implementations are not supported.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from collections.abc import Sequence
 
 import torch
 
+from vlmft_cli.attention_masks import FLEX_ATTENTION, MASK_IDS_KEY, Document, dense_allowed, document_ids
+
 #: Attention implementations verified to honour a 4-D block mask with this model family.
-BLOCK_MASK_IMPLEMENTATIONS: frozenset[str] = frozenset({"sdpa", "eager"})
+BLOCK_MASK_IMPLEMENTATIONS: frozenset[str] = frozenset({"sdpa", "eager", FLEX_ATTENTION})
 
 
 def supports_block_mask(attn_implementation: str) -> bool:
@@ -44,7 +48,9 @@ def _allowed_and_positions(prefix_length: int, block_lengths: Sequence[int]) -> 
 def _as_implementation(allowed: torch.Tensor, attn_implementation: str, dtype: torch.dtype) -> torch.Tensor:
     """The boolean matrix as `attn_implementation` takes it: as is for sdpa, additive for eager."""
     if not supports_block_mask(attn_implementation):
-        raise ValueError(f"attention {attn_implementation!r} does not honour a block mask (use sdpa or eager)")
+        raise ValueError(f"attention {attn_implementation!r} does not honour a block mask (use sdpa, eager or flex_attention)")
+    if attn_implementation == FLEX_ATTENTION:
+        raise ValueError("flex_attention takes document/block ids, not a dense mask: use batch_mask_inputs")
     if attn_implementation == "sdpa":
         return allowed
     return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
@@ -86,3 +92,30 @@ def batch_block_mask(
         allowed[row, :size, :size] = row_allowed
         position_ids[row, :size] = torch.tensor(positions, dtype=torch.long)
     return _as_implementation(allowed, attn_implementation, dtype)[:, None], position_ids
+
+
+def batch_mask_inputs(
+    layouts: Sequence[tuple[int, Sequence[int]]],
+    length: int,
+    attn_implementation: str,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, torch.Tensor]:
+    """The mask inputs of right-padded packed rows for `attn_implementation`: `position_ids` and either the
+    dense `attention_mask` of `batch_block_mask` or, for flex_attention, the (B, 2, T) ids under
+    `MASK_IDS_KEY` that `vlmft_cli.attention_masks.with_block_mask` turns into a `BlockMask`."""
+    if attn_implementation == FLEX_ATTENTION:
+        ids, position_ids = document_ids([[layout] for layout in layouts], length)
+        return {MASK_IDS_KEY: ids, "position_ids": position_ids}
+    mask, position_ids = batch_block_mask(layouts, length, attn_implementation, dtype)
+    return {"attention_mask": mask, "position_ids": position_ids}
+
+
+def documents_mask_inputs(
+    rows: Sequence[Sequence[Document]], length: int, attn_implementation: str, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
+    """Like `batch_mask_inputs` for rows of several documents each (padding-free rows): every document
+    attends to itself only, positions restart in each; dense for sdpa/eager, ids for flex_attention."""
+    ids, position_ids = document_ids(rows, length)
+    if attn_implementation == FLEX_ATTENTION:
+        return {MASK_IDS_KEY: ids, "position_ids": position_ids}
+    return {"attention_mask": _as_implementation(dense_allowed(ids), attn_implementation, dtype), "position_ids": position_ids}

@@ -4,8 +4,10 @@ A stage-1 sample renders as `<|im_start|>user\\nFrame1: <img>…</img>\\nFrame2:
 the system turn before it when there is one) followed by `\\n{question}<|im_end|>\\n<|im_start|>assistant\\n
 {answer}<|im_end|>\\n` (the QA block). The text between special tokens is tokenized piece by piece, so a
 block tokenizes exactly as in its unpacked sample, and the packed sequence is the prefix once followed
-by every block. `collate_packed` adds the block mask and the position ids that restart after the prefix,
-so each block is computed as if it followed the prefix alone.
+by every block. `collate_packed` adds the block mask (for flex_attention, the ids it is built from on the
+device) and the position ids that restart after the prefix, so each block is computed as if it followed
+the prefix alone. `collate_padding_free` puts a micro-batch of whole conversations (stage 2) into one
+row with no padding, each conversation its own causal document.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from PIL.Image import Image
 
 from vlmft_cli.model_backend import EncodedSample, PackedLayout, Turn
-from vlmft_internvl3.block_mask import batch_block_mask
+from vlmft_internvl3.block_mask import batch_mask_inputs, documents_mask_inputs
 from vlmft_internvl3.encoding import (
     Piece,
     check_turns,
@@ -90,14 +92,38 @@ def encode_packed(processor: InternVL3Processor, frames: Sequence[Image], turns:
 def collate_packed(
     samples: Sequence[EncodedSample], pad_token_id: int, attn_implementation: str, dtype: torch.dtype
 ) -> dict[str, torch.Tensor]:
-    """`collate`, with the (B, T) padding mask replaced by the (B, 1, T, T) block mask and position ids."""
+    """`collate`, with the (B, T) padding mask replaced by the (B, 1, T, T) block mask (flex_attention: the
+    (B, 2, T) ids of `vlmft_cli.attention_masks`) and position ids."""
     layouts = []
     for sample in samples:
         if sample.packed is None:
             raise ValueError("collate_packed needs samples from encode_packed")
         layouts.append((sample.packed.prefix_length, sample.packed.block_lengths))
     batch = collate(samples, pad_token_id)
-    mask, position_ids = batch_block_mask(layouts, batch["input_ids"].shape[1], attn_implementation, dtype)
-    batch["attention_mask"] = mask
-    batch["position_ids"] = position_ids
+    del batch["attention_mask"]
+    batch.update(batch_mask_inputs(layouts, batch["input_ids"].shape[1], attn_implementation, dtype))
+    return batch
+
+
+def collate_padding_free(
+    samples: Sequence[EncodedSample], pad_token_id: int, attn_implementation: str, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """The samples back to back in one row of `sum(len)` tokens, each a causal document of its own with
+    positions from 0, so every sample is computed as if it were alone and nothing is padded. Frames keep
+    their order, as their image tokens do. A document's first token is never labelled (it opens a turn),
+    so no loss term predicts across documents."""
+    if not samples:
+        raise ValueError("cannot collate an empty batch")
+    if any(sample.extra for sample in samples):
+        raise ValueError("padding-free rows take samples without per-token extras")
+    row = EncodedSample(
+        input_ids=torch.cat([sample.input_ids for sample in samples]),
+        labels=torch.cat([sample.labels for sample in samples]),
+        pixel_values=torch.cat([sample.pixel_values for sample in samples]),
+        num_image_tokens=sum(sample.num_image_tokens for sample in samples),
+    )
+    batch = collate([row], pad_token_id)
+    del batch["attention_mask"]
+    documents = [(len(sample), ()) for sample in samples]
+    batch.update(documents_mask_inputs([documents], len(row), attn_implementation, dtype))
     return batch

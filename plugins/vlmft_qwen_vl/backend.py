@@ -6,9 +6,8 @@ transformers (no remote code); builds its tiny model offline; and encodes frames
 multi-turn QA as the family's chat template and processor do. Frames have a rate: `encode`'s `fps` (frames
 per second of the frames given) or, by default, `family.DEFAULT_FPS`.
 
-Shared-prefix packing is refused (`supports_block_mask` is False): Qwen's multimodal rope gives the frames
-3-D positions and the text positions that continue after them, so restarting every QA block's positions
-after the prefix would need 3-D position ids the packing path does not build.
+Both implement shared-prefix packing (`vlmft_qwen_vl.packing`) with sdpa and eager attention: every QA
+block gets the 3-D (mrope) position ids it has in its unpacked sample, from the model's own rope index.
 
 Heavy libraries (torch, transformers) are imported only when a method needs them, so discovering the
 plugin stays cheap.
@@ -115,9 +114,11 @@ class QwenVLBackend:
         }
 
     def supports_block_mask(self, attn_implementation: str) -> bool:
-        """Never: shared-prefix packing would need 3-D (mrope) position ids per QA block; see the module
-        docstring. Stage 1 then trains one QA per sample."""
-        return False
+        """Whether a caller-built 4-D block mask (shared-prefix packing) works with this attention: sdpa
+        and eager; `vlmft_qwen_vl.packing` builds them."""
+        from vlmft_qwen_vl.packing import supports_block_mask
+
+        return supports_block_mask(attn_implementation)
 
     # --- encoding ----------------------------------------------------------------------------------
 
@@ -155,6 +156,30 @@ class QwenVLBackend:
 
         return with_system_prompt(processor, system_prompt, official=self.official_system_prompt)
 
+    # --- shared-prefix packing (`vlmft_cli.model_backend.SharedPrefixPacking`) ------------------------
+
+    def packed_prefix_length(self, processor: QwenVLProcessor, num_frames: int, fps: float | None = None) -> int:
+        """Tokens of the system turn and the video; `fps` as in `encode` (Qwen3-VL's timestamps are text)."""
+        from vlmft_qwen_vl.packing import packed_prefix_length
+
+        return packed_prefix_length(processor, num_frames, fps)
+
+    def encode_packed(
+        self, processor: QwenVLProcessor, frames: Sequence[Image], turns: Sequence[Turn], fps: float | None = None
+    ) -> EncodedSample:
+        """The video once, then each QA of `turns` as a block with the rope positions it has alone."""
+        from vlmft_qwen_vl.packing import encode_packed
+
+        return encode_packed(processor, frames, turns, fps)
+
+    def collate_packed(
+        self, samples: Sequence[EncodedSample], pad_token_id: int, attn_implementation: str, dtype: torch.dtype
+    ) -> dict[str, torch.Tensor]:
+        """Block mask (B, 1, T, T) and 3-D `position_ids` (3, B, T)."""
+        from vlmft_qwen_vl.packing import collate_packed
+
+        return collate_packed(samples, pad_token_id, attn_implementation, dtype)
+
     # --- architectures -----------------------------------------------------------------------------
 
     def architecture_variants(self) -> list[str]:
@@ -164,6 +189,23 @@ class QwenVLBackend:
         from vlmft_qwen_vl.configs import architecture_config
 
         return architecture_config(variant, self.family.variants)
+
+    # --- many lengths at once (`vlmft_cli.model_backend.BulkConversationLengths`) ----------------------
+
+    def conversation_lengths_bulk(
+        self, processor: QwenVLProcessor, conversations: Sequence[tuple[int, Sequence[Turn], float | None]]
+    ) -> list[list[int]]:
+        """`conversation_lengths` of each (frames, turns, fps), tokenized in batches."""
+        from vlmft_cli.chat_lengths import bulk_qa_ends
+        from vlmft_qwen_vl.encoding import conversation_pieces, resolve_fps
+
+        return bulk_qa_ends(
+            processor.tokenizer,
+            lambda frames, turns, fps: conversation_pieces(
+                processor, frames, turns, fps=resolve_fps(processor, fps), generation_prompt=False
+            ),
+            conversations,
+        )
 
 
 class Qwen25VLBackend(QwenVLBackend):

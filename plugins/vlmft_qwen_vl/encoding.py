@@ -124,11 +124,25 @@ def encode_conversation(
     rate = resolve_fps(processor, fps)
     pieces = conversation_pieces(processor, len(frames), turns, fps=rate, generation_prompt=generation_prompt)
     tokenized = tokenize_pieces(processor.tokenizer, pieces)
-    input_ids = torch.tensor(tokenized.input_ids, dtype=torch.long)
     labels, spans = tokenized.labels, tokenized.answer_spans
     if generation_prompt:
-        labels, spans = [IGNORE_INDEX] * len(input_ids), []
-    is_video = input_ids == processor.video_pad_id
+        labels, spans = [IGNORE_INDEX] * len(tokenized.input_ids), []
+    return video_sample(processor, frames, tokenized.input_ids, labels, spans, fps=rate)
+
+
+def video_sample(
+    processor: QwenVLProcessor,
+    frames: Sequence[Image],
+    input_ids: Sequence[int],
+    labels: Sequence[int],
+    spans: list[tuple[int, int]],
+    *,
+    fps: float,
+) -> EncodedSample:
+    """The sample of an encoded token sequence whose video holds `frames` at `fps`: the frames as
+    `pixel_values_videos` with their grid (and Qwen2.5-VL's temporal spacing), `mm_token_type_ids`."""
+    ids = torch.tensor(input_ids, dtype=torch.long)
+    is_video = ids == processor.video_pad_id
     extra = {"mm_token_type_ids": is_video.long() * VIDEO_TOKEN_TYPE}
     visual_tokens = 0
     if frames:
@@ -136,11 +150,11 @@ def encode_conversation(
         extra["pixel_values_videos"] = video.pixel_values_videos
         extra["video_grid_thw"] = video.video_grid_thw
         if not processor.family.timestamps:
-            extra["second_per_grid_ts"] = torch.tensor([processor.temporal_patch_size / rate], dtype=torch.float32)
-        markers = input_ids == processor.vision_start_id
+            extra["second_per_grid_ts"] = torch.tensor([processor.temporal_patch_size / fps], dtype=torch.float32)
+        markers = ids == processor.vision_start_id
         visual_tokens = int(is_video.sum()) + 2 * int(markers.sum())
     return EncodedSample(
-        input_ids=input_ids,
+        input_ids=ids,
         labels=torch.tensor(labels, dtype=torch.long),
         pixel_values=empty_pixel_values(processor),
         num_image_tokens=visual_tokens,

@@ -7,7 +7,8 @@ video layout is built from it in `vlmft_qwen_vl.video`. Every frame is resized t
 (`frame_size`) so a frame's token count is known without decoding it; the image processor pins it when
 its min and max pixels are equal (the tiny models), otherwise the family's default applies. The default
 system turn is whatever the checkpoint's chat template (else the family's) writes for a conversation
-without one.
+without one. The checkpoint's model config travels along (`model_config`, None for a folder without one,
+such as a saved adapter's): packing computes the model's 3-D rope positions from it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, Qwen2VLImageProcessorPil
+from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase, Qwen2VLImageProcessorPil
 
 from vlmft_qwen_vl.family import DEFAULT_FPS, QwenFamily
 from vlmft_qwen_vl.tokens import END_OF_TEXT, IM_END, IM_START, REQUIRED_TOKENS, VIDEO_PAD, VISION_END, VISION_START
@@ -30,7 +31,8 @@ class QwenVLProcessor:
     """Everything needed to turn frames and a conversation into Qwen2.5-VL / Qwen3-VL inputs.
 
     `system_prompt`, when set, is written as a chatml system turn before the conversation; `fps` is the
-    frame rate assumed for the frames given to `encode` when none is passed.
+    frame rate assumed for the frames given to `encode` when none is passed; `model_config` is the
+    checkpoint's `config.json` (shared-prefix packing needs it for the rope positions).
     """
 
     tokenizer: PreTrainedTokenizerBase
@@ -39,6 +41,7 @@ class QwenVLProcessor:
     frame_size: int
     system_prompt: str | None = None
     fps: float = DEFAULT_FPS
+    model_config: PretrainedConfig | None = None
 
     special_ids: dict[str, int] = field(init=False, repr=False)
 
@@ -144,7 +147,18 @@ class QwenVLProcessor:
             family=family,
             frame_size=frame_size,
             system_prompt=default_system_prompt(tokenizer, family),
+            model_config=model_config(name_or_path, family, **hub_kwargs),
         )
+
+
+def model_config(name_or_path: str, family: QwenFamily, **hub_kwargs: Any) -> PretrainedConfig | None:
+    """The model config of a checkpoint of `family` (a hub id, or a local folder with a `config.json`),
+    or None for a local folder without one or with another model type."""
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        return None
+    config = AutoConfig.from_pretrained(name_or_path, **hub_kwargs)
+    return config if config.model_type == family.model_type else None
 
 
 def pinned_frame_size(image_processor: Qwen2VLImageProcessorPil) -> int | None:

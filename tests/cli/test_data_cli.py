@@ -20,7 +20,7 @@ def _invoke(*args: str):
 def test_every_data_command_has_help_with_an_example():
     result = _invoke("data", "--help")
     assert result.exit_code == 0
-    for command in ("download", "inspect", "synth", "extract", "verify"):
+    for command in ("download", "inspect", "synth", "extract", "verify", "import"):
         assert command in result.output
         help_text = _invoke("data", command, "--help")
         assert help_text.exit_code == 0 and "Example: vlmft data" in help_text.output
@@ -128,3 +128,60 @@ def test_download_from_a_local_bucket(pipeline, tmp_path):
     assert sorted(p.name for p in (tmp_path / "copy" / "train").iterdir()) == sorted(
         p.name for p in (root / "robovqa" / "tfrecord" / "train").iterdir()
     )
+
+
+def _sharegpt_source(root):
+    from PIL import Image
+
+    records = []
+    for v in range(3):
+        folder = root / "clips" / f"c{v}"
+        folder.mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (24, 24), (v * 80, i * 50, 0)).save(folder / f"{i}.jpg")
+        records.append(
+            {
+                "conversations": [{"from": "human", "value": "<video>What now?"}, {"from": "gpt", "value": f"go {v}"}],
+                "videos": [f"clips/c{v}"],
+            }
+        )
+    records.append({"conversations": [{"from": "human", "value": "<video>q"}], "videos": ["clips/c0"]})
+    source = root / "data.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return source
+
+
+def test_import_prints_a_summary_and_json_and_verify_passes(tmp_path):
+    source = _sharegpt_source(tmp_path / "src")
+    args = ("data", "import", "--format", "sharegpt", source, "--size", 16, "--workers", 1, "--val-ratio", 0.34)
+    table = _invoke(*args, "--out", tmp_path / "a")
+    assert table.exit_code == 0, table.output
+    assert "Imported into" in table.output and "split drawn per video (seed 0)" in table.output
+    assert f"{source}:4: turns must alternate user/assistant and end with an answer" in table.output
+    as_json = _invoke(*args, "--out", tmp_path / "b", "--json")
+    assert as_json.exit_code == 0, as_json.output
+    report = json.loads(as_json.stdout)
+    assert report["problems"] == 1 and report["skipped_samples"][0]["line"] == 4
+    assert {split: s["videos"] for split, s in report["splits"].items()} == {"train": 2, "val": 1}
+    verify = _invoke("data", "verify", tmp_path / "b", "--full", "--workers", 1)
+    assert verify.exit_code == 0 and "OK" in verify.output
+    strict = _invoke(*args, "--out", tmp_path / "c", "--strict")
+    assert strict.exit_code == 1 and "--strict: 1 samples skipped" in strict.output
+
+
+def test_import_errors_are_one_line_with_exit_code_2(tmp_path):
+    source = _sharegpt_source(tmp_path / "src")
+    remote = tmp_path / "src" / "dataset_info.json"
+    remote.write_text(json.dumps({"hub": {"hf_hub_url": "a/b"}, "pairs": {"file_name": "data.jsonl", "ranking": True}}))
+    cases = [
+        (("--format", "llamafactory", source), "--format llamafactory needs --dataset NAME"),
+        (("--format", "sharegpt", tmp_path / "none.jsonl"), "none.jsonl is not a file"),
+        (("--format", "llamafactory", source, "--dataset", "x"), "not a dataset_info.json"),
+        (("--format", "llamafactory", remote, "--dataset", "hub"), "has no file_name (hf_hub_url names a remote"),
+        (("--format", "llamafactory", remote, "--dataset", "pairs"), "is a preference dataset"),
+    ]
+    for args, message in cases:
+        result = _invoke("data", "import", *args, "--out", tmp_path / "out")
+        errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+        assert result.exit_code == 2 and len(errors) == 1 and message in errors[0], result.output
+    assert not (tmp_path / "out").exists()

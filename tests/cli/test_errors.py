@@ -28,9 +28,10 @@ runner = CliRunner()
 #: Every command a user can run (groups only where they run something themselves: `eval`).
 EXPECTED_COMMANDS = {
     "train", "report", "eval", "eval compare", "plugins list", "profiles list", "profiles show",
-    "data download", "data inspect", "data synth", "data extract", "data verify",
+    "data download", "data inspect", "data synth", "data extract", "data verify", "data import",
     "ckpt list", "ckpt verify", "ckpt merge", "ckpt export", "ckpt prune", "ckpt resume",
-    "bench extract", "bench packing", "bench attention", "bench step", "bench data", "bench compare",
+    "bench extract", "bench packing", "bench attention", "bench step", "bench data", "bench compare", "bench startup",
+    "env", "chat", "recipes list", "recipes show", "recipes cp",
 }  # fmt: skip
 
 
@@ -148,7 +149,19 @@ BAD_INPUTS: dict[str, list[tuple[Case, str]]] = {
         (lambda t: ["train", "--epochs", "inf"], "num_epochs=inf from command line"),
         (lambda t: ["train", "--resume", t / "missing"], "no run"),
         (lambda t: ["train", "--data", t, "--model", "no-such-model"], "no model backend recognises 'no-such-model'"),
+        (lambda t: ["train", "--recipe", "stage3"], "unknown recipe 'stage3'"),
+        (lambda t: ["train", "--data", t, "--report-to", "wandb"], "report_to wandb: the wandb package is not installed here"),
+        (lambda t: ["train", "--data", t, "--report-to", "tensorbord"], "did you mean 'tensorboard'"),
     ],
+    "env": [(lambda t: ["env", "--bogus"], "No such option")],
+    "chat": [
+        (lambda t: ["chat", "--checkpoint", "none", "--video", t / "missing.mp4", "-q", "hi"], "missing.mp4: no such file or folder"),
+        (lambda t: ["chat", "--checkpoint", t / "missing", "--video", t, "-q", "hi"], "no run"),
+        (lambda t: ["chat", "--video", t], "stdin is not a terminal"),
+    ],
+    "recipes list": [(lambda t: ["recipes", "list", "extra"], "unexpected extra argument")],
+    "recipes show": [(lambda t: ["recipes", "show", "stage3"], "unknown recipe 'stage3'")],
+    "recipes cp": [(lambda t: ["recipes", "cp", "stage1", t / "missing" / "x.yaml"], "does not exist")],
     "ckpt resume": [
         (lambda t: ["ckpt", "resume", "--latest", "--out", t], "nothing to resume"),
         (lambda t: ["ckpt", "resume", t / "missing"], "no run"),
@@ -173,6 +186,10 @@ BAD_INPUTS: dict[str, list[tuple[Case, str]]] = {
     "data synth": [(lambda t: ["data", "synth", "--out", "/dev/null/x", "--videos", 1], "/dev/null")],
     "data extract": [(lambda t: ["data", "extract", "--source", t / "missing", "--out", t / "out"], "no shards under")],
     "data verify": [(lambda t: ["data", "verify"], "Missing argument")],
+    "data import": [
+        (lambda t: ["data", "import", "-f", "sharegpt", t / "missing.jsonl", "--out", t / "o"], "missing.jsonl is not a file"),
+        (lambda t: ["data", "import", "-f", "llamafactory", t, "--out", t / "o"], "needs --dataset NAME"),
+    ],
     "ckpt list": [(lambda t: ["ckpt", "list", "--out"], "requires an argument")],
     "ckpt verify": [(lambda t: ["ckpt", "verify", t / "missing"], "no run")],
     "ckpt merge": [(lambda t: ["ckpt", "merge", t / "missing", "--out", t / "merged"], "no run")],
@@ -183,6 +200,7 @@ BAD_INPUTS: dict[str, list[tuple[Case, str]]] = {
     "bench attention": [(lambda t: ["bench", "attention", "--seq-lens", "abc"], "--seq-lens takes comma-separated integers")],
     "bench step": [(lambda t: ["bench", "step", "--profile", "no-such-box"], "unknown profile")],
     "bench data": [(lambda t: ["bench", "data", "--data", t / "missing"], "not found")],
+    "bench startup": [(lambda t: ["bench", "startup", "--lines", "2"], "--lines must name line counts of at least 4")],
     "bench compare": [(lambda t: ["bench", "compare", t / "a.json", t / "b.json"], "benchmark file not found")],
 }
 

@@ -27,7 +27,7 @@ WIDE = {"COLUMNS": "250", "TERMINAL_WIDTH": "250"}
 #: Flags that are not `--field-name`, and the short aliases, as the commands had them written by hand.
 RENAMED = {"learning_rate": "--lr", "num_epochs": "--epochs", "quantization": "--quantize", "dataloader_workers": "--workers"}
 SHORT = {"stage": "-s", "profile": "-p", "data": "-d", "model": "-m", "experiment": "-e", "out": "-o"}
-TRAIN_OWN = {"config", "init_from", "resume", "force_new_settings", "dry_run", "json", "nproc"}
+TRAIN_OWN = {"config", "recipe", "init_from", "resume", "force_new_settings", "dry_run", "json", "nproc"}
 RESUME_OWN = {"latest", "checkpoint", "experiment", "config", "dry_run", "force_new_settings", "json"}
 
 
@@ -59,7 +59,6 @@ def test_every_setting_has_exactly_one_option_with_its_description():
         assert param.default is None and not param.required and not param.show_default, name
     flags = [opt for p in params for opt in (*p.opts, *p.secondary_opts)]
     assert len(flags) == len(set(flags))
-    assert by_name["gradient_checkpointing"].secondary_opts == ["--no-gradient-checkpointing"]
 
 
 def test_help_shows_the_descriptions_profiles_show_prints():
@@ -90,7 +89,7 @@ def requests(monkeypatch):
 
 
 def test_train_builds_the_request_from_the_flags_given(requests, tmp_path):
-    args = ["train", "-s", "2", "-p", "cpu", "-d", str(tmp_path), "--lr", "1e-4", "--precision", "fp16", "--pack", "none", "--no-gradient-checkpointing"]
+    args = ["train", "-s", "2", "-p", "cpu", "-d", str(tmp_path), "--lr", "1e-4", "--precision", "fp16", "--pack", "none", "--gradient-checkpointing", "off"]
     result = runner.invoke(app, [*args, "--lora-projections", "q_proj, v_proj", "--workers", "0", "--force-new-settings", "--resume", "latest"])
     assert result.exit_code == 0, result.output
     assert "finished stage 1 at step 3" in result.output
@@ -102,7 +101,7 @@ def test_train_builds_the_request_from_the_flags_given(requests, tmp_path):
         "learning_rate": 1e-4,
         "precision": "fp16",
         "pack": "none",
-        "gradient_checkpointing": False,
+        "gradient_checkpointing": "off",
         "lora_projections": ["q_proj", "v_proj"],
         "dataloader_workers": 0,
     }
@@ -134,7 +133,7 @@ def test_train_json_is_the_result_as_dict(requests):
         (["--frame-sampling", "last"], True),
         (["--frame-sampling", "first"], False),
         (["--report-to", "tensorboard"], True),
-        (["--report-to", "wandb"], False),
+        (["--report-to", "wandb,mlflow"], True),
         (["--stage", "3"], False),
         (["--micro-batch-size", "0"], False),
     ],
@@ -191,13 +190,13 @@ def throwaway(exclude=frozenset({"stage"})):
 
 def test_given_flags_land_in_settings_flags_with_their_types():
     app, seen = throwaway()
-    args = ["--name", "y", "--lr", "1e-4", "--max-frames", "8", "--data", "d", "--quantize", "4bit", "--no-gradient-checkpointing", "--lora-projections", "q_proj,,v_proj"]
+    args = ["--name", "y", "--lr", "1e-4", "--max-frames", "8", "--data", "d", "--quantize", "4bit", "--gradient-checkpointing", "off", "--lora-projections", "q_proj,,v_proj"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert seen["name"] == "y"
     flags = seen["flags"]
-    assert flags == {"learning_rate": 1e-4, "max_frames": 8, "data": Path("d"), "quantization": "4bit", "gradient_checkpointing": False, "lora_projections": ["q_proj", "v_proj"]}
-    assert [type(flags[k]) for k in ("learning_rate", "max_frames", "quantization", "gradient_checkpointing", "lora_projections")] == [float, int, str, bool, list]
+    assert flags == {"learning_rate": 1e-4, "max_frames": 8, "data": Path("d"), "quantization": "4bit", "gradient_checkpointing": "off", "lora_projections": ["q_proj", "v_proj"]}
+    assert [type(flags[k]) for k in ("learning_rate", "max_frames", "quantization", "gradient_checkpointing", "lora_projections")] == [float, int, str, str, list]
     assert isinstance(flags["data"], Path)
 
 
@@ -206,8 +205,8 @@ def test_absent_flags_are_not_in_settings_flags():
     result = runner.invoke(app, [])
     assert result.exit_code == 0, result.output
     assert seen == {"name": "x", "flags": {}}
-    result = runner.invoke(app, ["--gradient-checkpointing"])
-    assert result.exit_code == 0 and seen["flags"] == {"gradient_checkpointing": True}
+    result = runner.invoke(app, ["--gradient-checkpointing", "auto"])
+    assert result.exit_code == 0 and seen["flags"] == {"gradient_checkpointing": "auto"}
 
 
 def test_excluded_settings_have_no_option():

@@ -370,3 +370,26 @@ def test_any_line_is_read_or_rejected_never_an_exception(root, lines):
     assert all(
         os.path.realpath(root / image).startswith(str(root.resolve())) for s in loaded.samples for image in s.images
     )
+
+
+def test_a_hand_written_line_without_metadata_reads_with_the_documented_defaults(root):
+    line = {"id": "mine-1", "images": IMAGES, "conversations": _line()["conversations"]}
+    for name, split in (("val.jsonl", "val"), ("anything.jsonl", "train")):
+        (sample,) = load_samples(_write(root / name, [line]), root).samples
+        assert sample.video_id == "images/train-00000/v1" and sample.split == split  # the frames' folder
+        assert sample.turns == (TurnInfo("unknown", None, "freeform", None),) * 2
+        assert sample.fps is None and not sample.metadata_given
+    # Metadata with the video and split only: the task fields default, for every QA of the line.
+    partial = {**line, "metadata": {"video_id": "v", "split": "val", "fps": 2.5}}
+    (sample,) = load_samples(_write(root / "p.jsonl", [partial]), root).samples
+    assert (sample.video_id, sample.split, sample.fps, sample.metadata_given) == ("v", "val", 2.5, True)
+    assert [t.task_type for t in sample.turns] == ["unknown", "unknown"]
+    bad = [{**partial, "metadata": {"video_id": "v", "split": "val", "fps": value}} for value in (0, -1, "2", True)]
+    loaded = load_samples(_write(root / "b.jsonl", bad), root)
+    assert loaded.samples == [] and [r.line for r in loaded.rejections] == [1, 2, 3, 4]
+    assert all("'fps' must be a positive number" in r.reason for r in loaded.rejections)
+
+
+def test_extraction_lines_carry_fps_only_when_known():
+    assert "fps" not in stage2_line("v1", "vid", "train", IMAGES, QAS)["metadata"]
+    assert [line["metadata"]["fps"] for line in stage1_lines("v1", "vid", "train", IMAGES, QAS, fps=1.5)] == [1.5, 1.5]

@@ -105,7 +105,7 @@ def test_a_packed_sequence_is_encoded_at_its_clips_frame_rate(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "frame.jpg")
     turns = (Turn("user", "q"), Turn("assistant", "a"))
     examples = [Example(id=f"v-{qa}", images=("frame.jpg",), turns=turns, turn_info=(), video_id="v", length=10 + qa, fps=1.5) for qa in range(2)]
-    data = PackingData.from_examples(examples, lambda frames: 8, 64)
+    data = PackingData.from_examples(examples, lambda frames, fps=None: 8, 64)
 
     class Recording:
         def encode_packed(self, processor, frames, turns, fps=None):

@@ -1,5 +1,5 @@
-"""The packed batch plan: every QA once per epoch, steps of exactly the global batch, whole QAs and frames,
-deterministic by seed and epoch, and a resume that skips batches without reading data."""
+"""The packed batch plan: every QA once per epoch, steps of whole videos averaging the global batch, whole
+QAs and frames, deterministic by seed and epoch, and a resume that skips batches without reading data."""
 
 from __future__ import annotations
 
@@ -35,19 +35,38 @@ def qas_of(step):
 
 
 @pytest.mark.parametrize("global_batch_size", [32, 7])
-def test_every_qa_once_in_steps_of_exactly_the_global_batch(global_batch_size):
+def test_every_qa_once_in_steps_that_average_the_global_batch(global_batch_size):
     data = synthetic()
     accumulation = packed_accumulation(global_batch_size, 2, data.mean_qas_per_video)
     steps = plan_epoch(data, seed=3, epoch=0, global_batch_size=global_batch_size, per_step=accumulation)
     assert Counter(qa for step in steps for qa in qas_of(step)) == Counter(range(data.num_qas))
     sizes = [len(qas_of(step)) for step in steps]
-    assert sizes[:-1] == [global_batch_size] * (len(steps) - 1) and 0 < sizes[-1] <= global_batch_size
+    assert len(steps) == -(-data.num_qas // global_batch_size)  # as many steps as 32-QA slices: the schedule holds
+    # Each cut sits within half the largest video (8 QAs) of its multiple of the global batch.
+    ends = [sum(sizes[: k + 1]) for k in range(len(sizes) - 1)]
+    assert all(abs(end - (k + 1) * global_batch_size) <= 4 for k, end in enumerate(ends))
     assert all(len(step) == accumulation for step in steps[:-1])
     assert micro_batches_per_epoch(data.num_qas, global_batch_size, accumulation) == sum(len(step) for step in steps)
     for step in steps:
         loads = [sum(len(sequence) for sequence in batch) for batch in step]
         assert all(loads)  # no empty micro-batch
         assert max(loads) - min(loads) <= max(len(sequence) for batch in step for sequence in batch)
+
+
+@pytest.mark.parametrize("global_batch_size", [32, 5])
+def test_no_video_is_split_across_steps_unless_it_alone_exceeds_the_global_batch(global_batch_size):
+    data = synthetic(videos=400, seed=2)
+    steps = plan_epoch(data, seed=7, epoch=1, global_batch_size=global_batch_size, per_step=packed_accumulation(global_batch_size, 2, data.mean_qas_per_video))
+    steps_of_video: dict[int, set[int]] = {}
+    for number, step in enumerate(steps):
+        for qa in qas_of(step):
+            steps_of_video.setdefault(data.group_of[qa], set()).add(number)
+    split = {video for video, numbers in steps_of_video.items() if len(numbers) > 1}
+    oversize = {video for video, group in enumerate(data.groups) if len(group) > global_batch_size}
+    assert split <= oversize
+    if global_batch_size == 5:
+        assert split  # 6- and 8-QA videos must be cut, into as few steps as they need
+        assert all(len(steps_of_video[video]) <= -(-len(data.groups[video]) // global_batch_size) + 1 for video in split)
 
 
 def test_sequences_hold_whole_qas_of_one_video_within_max_length():

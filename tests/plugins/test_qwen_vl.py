@@ -84,7 +84,8 @@ def test_satisfies_the_protocol_and_is_registered(backend):
     assert isinstance(backend, ModelBackend)
     assert type(plugins.get("models", backend.name)) is type(backend)
     assert backend.tiny_names() == [backend.family.tiny_name]
-    assert backend.supports_block_mask("sdpa") is False and backend.supports_block_mask("eager") is False
+    assert backend.supports_block_mask("sdpa") and backend.supports_block_mask("eager")
+    assert not backend.supports_block_mask("flash_attention_2")
 
 
 def test_each_name_is_claimed_by_exactly_one_backend(tmp_path):

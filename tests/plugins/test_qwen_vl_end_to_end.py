@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from vlmft_cli import runs
+from vlmft_cli.backends import backend_for
 from vlmft_cli.errors import ConfigError
 from vlmft_cli.reporting import RecordingReporter
 from vlmft_cli.settings import SettingsInput
@@ -49,14 +50,14 @@ def curriculum(request, processed_data, vlmft_home, tmp_path_factory):
     return model, out, one, two, reporter
 
 
-def test_stage1_trains_one_qa_per_sample_and_says_why_it_does_not_pack(curriculum):
+def test_stage1_packs_the_qas_of_each_video(curriculum):
     model, _, one, _, reporter = curriculum
     assert one.status == "finished" and one.global_step == STEPS[1]
     info = runs.Run(one.run_dir).record().to_json()
     backend_name = {"tiny-qwen2.5-vl": "qwen2_5_vl", "tiny-qwen3-vl": "qwen3_vl"}[model]
     assert info["backend"] == backend_name and info["model"] == model
-    assert info["pack"]["mode"] == "none" and backend_name in info["pack"]["dropped"]
-    assert any(backend_name in warning and "--pack none" in warning for warning in reporter.warnings)
+    assert info["pack"]["mode"] == "shared-prefix" and not info["pack"].get("dropped")
+    assert not any("--pack none" in warning for warning in reporter.warnings)
     rows = csv_rows(runs.Run(one.run_dir).logs_dir / "train_metrics.csv")
     assert [int(row["step"]) for row in rows] == [1, 2]
     assert all(float(row["loss"]) > 0 for row in rows)
@@ -64,9 +65,10 @@ def test_stage1_trains_one_qa_per_sample_and_says_why_it_does_not_pack(curriculu
     assert [c.step for c in kept] == [1, 2] and all(c.problem(deep=True) is None for c in kept)
 
 
-def test_asking_to_pack_is_refused_with_the_reason(curriculum, processed_data, vlmft_home, tmp_path):
+def test_asking_to_pack_with_an_attention_that_ignores_the_mask_is_refused(curriculum, processed_data, vlmft_home, tmp_path, monkeypatch):
     model = curriculum[0]
-    with pytest.raises(ConfigError, match="cannot train with --pack shared-prefix"):
+    monkeypatch.setattr(type(backend_for(model)), "supports_block_mask", lambda self, implementation: False)
+    with pytest.raises(ConfigError, match="cannot train with --pack shared-prefix: model backend"):
         train(train_request(processed_data, tmp_path, vlmft_home, 1, model, pack="shared-prefix"))
 
 

@@ -72,7 +72,7 @@ def test_explicit_request_is_refused_and_the_default_falls_back():
 
 
 def test_a_run_with_an_attention_that_ignores_the_mask(processed_data, vlmft_home, tmp_path, monkeypatch):
-    monkeypatch.setattr("vlmft_cli.attention.select_attention", lambda name, reporter=None: Attention("sdpa", False))
+    monkeypatch.setattr("vlmft_cli.attention.select_attention", lambda name, reporter=None, model_backend=None: Attention("sdpa", False))
     common = {"data": processed_data, "out": tmp_path, "home": vlmft_home, "global_batch_size": 4, "dataloader_workers": 0, "max_steps": 1}
 
     asked = SettingsInput(stage=1, profile="cpu", flags={**common, "pack": "shared-prefix"}, environ={})

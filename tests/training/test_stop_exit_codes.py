@@ -72,16 +72,16 @@ def test_sigterm_to_every_process_during_an_evaluation_with_workers(processed_da
     from vlmft_cli.settings import SettingsInput
     from vlmft_cli.training.recipe import TrainRequest, train
 
-    real_positions, sent = loss.answer_positions, []
+    real_positions, sent = loss.label_positions, []
 
-    def signal_everyone_once(spans):  # runs in the main process, inside the evaluation loop
+    def signal_everyone_once(labels):  # runs in the main process, inside the evaluation loop
         if not sent:
             sent.extend(child.pid for child in psutil.Process().children(recursive=True))
             for pid in [*sent, os.getpid()]:
                 os.kill(pid, signal.SIGTERM)
-        return real_positions(spans)
+        return real_positions(labels)
 
-    monkeypatch.setattr(loss, "answer_positions", signal_everyone_once)
+    monkeypatch.setattr(loss, "label_positions", signal_everyone_once)
     flags = {"data": processed_data, "out": tmp_path, "home": vlmft_home, "global_batch_size": 8, "save_steps": 2, "max_steps": 6, "dataloader_workers": 2}
     result = train(TrainRequest(settings=SettingsInput(stage=1, profile="cpu", flags=flags, environ={})))
     assert len(sent) >= 2  # the workers were there to be signalled

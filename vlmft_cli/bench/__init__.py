@@ -3,7 +3,7 @@ packing, each written as a JSON document (`results`) that `compare` can set agai
 
 Modules: `timing` (warm-up, repeats, medians), `device` (which device, and what it is), `memory` (peak
 memory of a region), `matmul` (a matmul peak measured in the same run), `architecture` (real architectures
-and head layouts through the model backends), `attention`, `step` (with `random_init`, `samples` and
-`flops`), `data`, `extract`, `packing`, `results`, `compare` and `tables` (rows for the CLI's tables).
+and head layouts through the model backends), `attention`, `step` (with `random_init`, `samples`,
+`flops` and `projection`), `data`, `extract`, `packing`, `results`, `compare` and `tables` (rows for the CLI's tables).
 The inputs come from `vlmft_cli.pipeline`, as in training; nothing here depends on the training package.
 """

@@ -10,7 +10,8 @@ The model is a mid-size random one derived from `model` (its tokenizer, image pr
 architecture family) with the text and vision sizes of `MID_SIZE` and 448-px frames, so a frame costs
 256 tokens as in the real InternVL3 and frames dominate a stage-1 sample as they do in RoboVQA. It is
 written once under `home/bench/`. The sizes are set through the Hugging Face `text_config` /
-`vision_config` keys that InternVL-style configs carry.
+`vision_config` keys that InternVL-style configs carry; a Qwen VL config gets the same sizes under its own
+names (`depth`, `num_heads`), its merger's width and mrope sections follow, and its frames are pinned by pixels.
 
 The result is a benchmark document (`results`) with one entry keyed by the model and the batch sizes:
 tokens and median QAs/s both ways and their ratios as metrics, every timed step's QAs/s in the details.
@@ -37,6 +38,8 @@ MID_SIZE: dict[str, dict[str, Any]] = {
     "text_config": {"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64},
     "vision_config": {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 2, "image_size": [448, 448]},
 }
+#: Vision-config names of the `MID_SIZE` keys in families that spell them otherwise (Qwen VL).
+VISION_ALIASES = {"num_hidden_layers": "depth", "num_attention_heads": "num_heads"}
 #: Files of a model folder besides the weights and config that the benchmark model reuses.
 PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "chat_template.jinja", "generation_config.json", "preprocessor_config.json")
 #: The token-count target of the issue: packed ≤ 0.4 × unpacked; and the throughput target: ≥ 2×.
@@ -125,7 +128,17 @@ def scaled_config(config: dict[str, Any], overrides: dict[str, dict[str, Any]]) 
         scaled[section].update(values)
         if "num_hidden_layers" in values:
             scaled[section].pop("layer_types", None)  # per-layer lists of the old depth; rebuilt from the new one
-    vision = scaled.get("vision_config", {})
+        for key, alias in VISION_ALIASES.items():
+            if section == "vision_config" and key in values and alias in scaled[section]:
+                scaled[section][alias] = values[key]
+    vision, text = scaled.get("vision_config", {}), scaled.get("text_config", {})
+    if "out_hidden_size" in vision and "hidden_size" in text:
+        vision["out_hidden_size"] = text["hidden_size"]  # the merger feeds the language model
+    sections = (text.get("rope_parameters") or {}).get("mrope_section")
+    if sections and "hidden_size" in text:
+        half = int(text.get("head_dim") or text["hidden_size"] // text["num_attention_heads"]) // 2
+        scaled_sections = [max(1, round(part * half / sum(sections))) for part in sections[:-1]]
+        text["rope_parameters"]["mrope_section"] = [*scaled_sections, half - sum(scaled_sections)]
     if "image_seq_length" in scaled and "image_size" in vision:
         side = int(vision["image_size"][0]) // int(vision["patch_size"][0])
         scaled["image_seq_length"] = int(side * float(scaled.get("downsample_ratio", 1.0))) ** 2
@@ -153,7 +166,11 @@ def ensure_bench_model(source: Path, folder: Path, overrides: dict[str, dict[str
     preprocessor = folder / "preprocessor_config.json"
     if image_size and preprocessor.is_file():
         document = json.loads(preprocessor.read_text())
-        document["size"] = {"height": int(image_size[0]), "width": int(image_size[1])}
+        if "shortest_edge" in document.get("size", {}):  # Qwen VL: equal min and max pixels pin the frame size
+            pixels = int(image_size[0]) * int(image_size[1])
+            document["size"] = {"shortest_edge": pixels, "longest_edge": pixels}
+        else:
+            document["size"] = {"height": int(image_size[0]), "width": int(image_size[1])}
         preprocessor.write_text(json.dumps(document, indent=2))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -171,6 +188,8 @@ def _timed_step(model: Any, optimizer: Any, micro_batches: Sequence[dict[str, An
     """Seconds for one optimizer step: fetch and collate each micro-batch, forward/backward, step."""
     import torch
 
+    from vlmft_cli.attention_masks import with_block_mask
+    from vlmft_cli.label_loss import causal_lm_loss
     from vlmft_cli.model_backend import IGNORE_INDEX
     from vlmft_cli.pipeline.packed_dataset import STAT_KEYS
 
@@ -178,8 +197,8 @@ def _timed_step(model: Any, optimizer: Any, micro_batches: Sequence[dict[str, An
     batches = [fetch(items) for items in micro_batches]
     label_tokens = sum(int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()) for batch in batches)
     for batch in batches:
-        inputs = {key: value for key, value in batch.items() if key not in STAT_KEYS}
-        model(**inputs, num_items_in_batch=torch.tensor(label_tokens)).loss.backward()
+        inputs = with_block_mask({key: value for key, value in batch.items() if key not in STAT_KEYS})
+        causal_lm_loss(model, inputs, torch.tensor(label_tokens)).backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return time.perf_counter() - start
@@ -217,7 +236,7 @@ def measure_packing(
     reporter = reporter or NullReporter()
     quiet_libraries()
     backend = backend_for(model)
-    attention_backend = select_attention(attention, reporter)
+    attention_backend = select_attention(attention, reporter, backend)
     obstacle = packing_obstacle(1, backend, attention_backend)
     if obstacle:
         raise ConfigError(f"cannot benchmark packing: {obstacle}")
@@ -235,7 +254,7 @@ def measure_packing(
     processor = loaded.processor
     samples = list(iter_samples(train_file, data))
     examples, _ = build_examples(samples, backend=backend, processor=processor, max_frames=4, frame_sampling="uniform-last", max_length=settings.max_length)
-    packing = PackingData.from_examples(examples, lambda frames: backend.packed_prefix_length(processor, frames), settings.max_length)
+    packing = PackingData.from_examples(examples, lambda frames, fps=None: backend.packed_prefix_length(processor, frames, fps), settings.max_length)
     accumulation = packed_accumulation(global_batch_size, micro_batch_size, packing.mean_qas_per_video)
     plan = plan_epoch(packing, seed=seed, epoch=0, global_batch_size=global_batch_size, per_step=accumulation)
     summary = summarize(packing, plan)

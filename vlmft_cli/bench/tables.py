@@ -41,7 +41,7 @@ def attention_table(document: BenchDocument) -> TableSpec:
     p = document.parameters
     layout = p["layout"]
     backward = bool(p.get("backward"))
-    columns = ["backend", "seq len", "fwd ms (median)", "fwd min–max", "fwd IQR", "fwd TFLOP/s"]
+    columns = ["backend", "mask", "seq len", "fwd ms (median)", "fwd min–max", "fwd IQR", "fwd TFLOP/s"]
     if backward:
         columns += ["fwd+bwd ms (median)", "fwd+bwd min–max", "fwd+bwd TFLOP/s"]
     columns.append("peak MiB")
@@ -49,16 +49,16 @@ def attention_table(document: BenchDocument) -> TableSpec:
     for entry in document.entries:
         m, key = entry.metrics, entry.key
         if "error" in entry.details:
-            rows.append([key["backend"], key["seq_len"], entry.details["error"], *[""] * (len(columns) - 3)])
+            rows.append([key["backend"], key.get("mask", "causal"), key["seq_len"], entry.details["error"], *[""] * (len(columns) - 4)])
             continue
-        row = [key["backend"], key["seq_len"], _num(m["forward_ms_median"]), f"{_num(m['forward_ms_min'])}–{_num(m['forward_ms_max'])}", _num(m["forward_ms_iqr"]), _num(m["forward_tflops"])]
+        row = [key["backend"], key.get("mask", "causal"), key["seq_len"], _num(m["forward_ms_median"]), f"{_num(m['forward_ms_min'])}–{_num(m['forward_ms_max'])}", _num(m["forward_ms_iqr"]), _num(m["forward_tflops"])]
         if backward:
             row += [_num(m["forward_backward_ms_median"]), f"{_num(m['forward_backward_ms_min'])}–{_num(m['forward_backward_ms_max'])}", _num(m["forward_backward_tflops"])]
         row.append(_num(m.get("peak_memory_mib")))
         rows.append(row)
     title = (
         f"Attention: {layout['heads']} query / {layout['kv_heads']} KV heads × {layout['head_dim']} ({p['layout_source']}), "
-        f"batch {p['batch']}, {p['dtype']}, causal, {p['repeats']} repeats after {p['warmup']} warm-up — {device_label(document.device)}"
+        f"batch {p['batch']}, {p['dtype']}, masks {', '.join(p.get('masks', ['causal']))}, {p['repeats']} repeats after {p['warmup']} warm-up — {device_label(document.device)}"
     )
     lines = [f"unavailable: {item['name']}: {item['reason']}" for item in document.unavailable]
     return TableSpec(title, columns, rows, lines)
@@ -70,25 +70,37 @@ def step_table(document: BenchDocument) -> TableSpec:
     m, d = entry.metrics, entry.details
     batch = d["batch"]
     matmul = d.get("matmul") or {}
+    flops = d["flops"]
+    executed, necessary, waste = flops["executed"], flops["necessary"], flops["waste_tflop"]
+    wasted = ", ".join(f"{name.replace('_', ' ')} {_num(value)}" for name, value in waste.items() if value)
     rows = [
         ["step time per micro-batch", f"{_num(m['step_s'])} s", "forward+backward + optimizer ÷ accumulation"],
         ["forward+backward", f"{_num(m['forward_backward_s_median'])} s", f"min {_num(m['forward_backward_s_min'])}, max {_num(m['forward_backward_s_max'])}, IQR {_num(m['forward_backward_s_iqr'])}"],
         ["optimizer (clip, AdamW, zero)", f"{_num(m['optimizer_s_median'])} s", ""],
         ["optimizer step", f"{_num(m['optimizer_step_s'])} s", f"{d['accumulation']} micro-batches accumulated"],
-        ["samples/s", _num(m["samples_per_s"]), f"{batch['samples']} per micro-batch"],
+        ["QAs/s", _num(m["qas_per_s"]), f"{batch['qas']} QAs in {batch['samples']} {'packed sequence(s)' if d['packed'] else 'sample(s)'}, {batch['frames']} frames"],
         ["tokens/s", _num(m["tokens_per_s"]), f"{batch['tokens']} tokens per micro-batch ({batch['image_tokens']} image, {batch['label_tokens']} labelled, {batch['padded_tokens']} padded)"],
         ["peak memory", f"{_num(m['peak_memory_mib'])} MiB", d["memory"]["kind"]],
-        ["model FLOPs per micro-batch", f"{_num(m['model_tflop_per_micro_batch'])} TFLOP", f"forward {_num(d['flops']['forward_tflop'])}, backward {_num(d['flops']['backward_tflop'])}"],
-        ["achieved", f"{_num(m['achieved_tflops'])} TFLOP/s", ""],
+        ["executed FLOPs per micro-batch", f"{_num(m['executed_tflop_per_micro_batch'])} TFLOP", f"forward {_num(executed['forward_tflop'])}, backward {_num(executed['backward_tflop'])}, recompute {_num(executed['recompute_tflop'])}"],
+        ["necessary FLOPs per micro-batch", f"{_num(m['necessary_tflop_per_micro_batch'])} TFLOP", f"forward {_num(necessary['forward_tflop'])}, backward {_num(necessary['backward_tflop'])}"],
+        ["executed / necessary", _num(m["executed_over_necessary"]), f"beyond the necessary (TFLOP): {wasted}" if wasted else "nothing beyond the necessary"],
+        ["achieved (necessary)", f"{_num(m['necessary_tflops'])} TFLOP/s", f"executed {_num(m['executed_tflops'])} TFLOP/s"],
         ["MFU vs datasheet", _num(m["mfu_datasheet"]), f"peak {_num(d.get('datasheet_bf16_tflops'))} TFLOP/s (profile {p['profile']})"],
-        ["MFU vs measured matmul", _num(m["mfu_measured"]), f"{matmul['size']}³ {matmul['dtype']} matmul: {_num(m['measured_matmul_tflops'])} TFLOP/s" if matmul else "not measured"],
+        ["MFU vs measured matmul", _num(m["mfu_measured"]), f"{matmul['size']}³ {matmul['dtype']} matmul: {_num(m['measured_matmul_tflops'])} TFLOP/s; HFU {_num(m['hfu_measured'])}" if matmul else "not measured"],
         ["parameters", f"{d['parameters']['trainable']:,} trainable", f"of {d['parameters']['total']:,}"],
     ]
+    projection = d.get("projection")
+    if projection:
+        rows.append([
+            "projected curriculum",
+            f"{_num(m['projected_curriculum_h'])} h",
+            f"stage 1 {_num(m['projected_stage1_h'])} h ({'packed' if projection['stage1_packed'] else 'one QA per sample'}), stage 2 {_num(m['projected_stage2_h'])} h, on RoboVQA at this step's rate",
+        ])
     title = (
-        f"Training step: {entry.key['model']}, stage {p['stage']}, profile {p['profile']} ({p['precision']}, {p['attention']}, "
-        f"gradient checkpointing {'on' if p['gradient_checkpointing'] else 'off'}), median of {p['steps']} — {device_label(document.device)}"
+        f"Training step: {entry.key['model']}, stage {p['stage']} ({p['pack']}), profile {p['profile']} ({p['precision']}, {p['attention']}, "
+        f"gradient checkpointing {'on' if d['gradient_checkpointing'] else 'off'}), median of {p['steps']} — {device_label(document.device)}"
     )
-    return TableSpec(title, ["", "value", ""], rows, [f"FLOPs: {document.notes['flops']}"])
+    return TableSpec(title, ["", "value", ""], rows, [f"FLOPs: {document.notes['flops']}", f"Projection: {document.notes['projection']}"])
 
 
 def _verdicts(meets: dict[str, bool]) -> Any:

@@ -2,13 +2,18 @@
 
 The base model is loaded unquantized through its backend at the requested precision, the adapter is
 applied with `PeftModel.from_pretrained` and folded in with `merge_and_unload()`. The output folder holds
-safetensors weights, config, tokenizer and image processor (so `AutoModelForImageTextToText.from_pretrained`
-and the backend's `load_processor` both load it) and `vlmft_merge.json` recording where it came from.
-It is written beside the destination and renamed into place only when complete.
+safetensors weights, config, tokenizer with its chat template, image processor and the composite
+processor's config (`processor_files`: what `AutoModelForImageTextToText`, `AutoTokenizer`,
+`AutoImageProcessor` with the PIL processors, the backend's `load_processor` and vLLM read), and
+`vlmft_merge.json` recording where it came from (`vlmft chat --checkpoint FOLDER` takes the run's settings
+from it). It is written beside the destination and renamed into place only when complete. Library chatter
+(bitsandbytes' missing `kernels`, transformers' shard-writing bar) is silenced: progress is the reporter's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +43,19 @@ class MergeResult:
     size_bytes: int
 
 
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def merge_checkpoint(
     checkpoint: Checkpoint,
     destination: Path,
@@ -49,6 +67,9 @@ def merge_checkpoint(
     reporter: Any = None,
 ) -> MergeResult:
     """Merge `checkpoint`'s adapter into its base model and save the result to `destination`."""
+    from vlmft_cli.runtime import quiet_libraries
+
+    quiet_libraries()  # before peft imports bitsandbytes
     from peft import PeftModel
 
     reporter = reporter or NullReporter()
@@ -61,8 +82,9 @@ def merge_checkpoint(
     merged = PeftModel.from_pretrained(loaded.model, str(checkpoint.path)).merge_and_unload()
     with staged_directory(destination, force=force, protect=[checkpoint.path]) as staging:
         reporter.info(f"Saving the merged model to {destination}")
-        merged.save_pretrained(str(staging), safe_serialization=True)
-        save_processor(loaded.processor, staging)
+        with _no_progress_bars():
+            merged.save_pretrained(str(staging), safe_serialization=True)
+        save_processor(loaded.processor, staging, source=loaded.source, model_type=getattr(merged.config, "model_type", None))
         atomic_write_json(
             staging / MERGE_INFO,
             {

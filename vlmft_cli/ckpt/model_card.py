@@ -2,7 +2,8 @@
 
 Hugging Face front matter (base model, `library_name: peft`), a summary table (base model, backend,
 stage, step, eval loss, LoRA shape), the run's lineage from run.json, its effective settings from
-config.yaml verbatim, and how to load the adapter with `PeftModel.from_pretrained`.
+config.yaml verbatim, how to load the adapter with `PeftModel.from_pretrained`, and how to serve it with
+vLLM beside its base model.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class CardFacts:
     adapter_config: dict[str, Any] = field(default_factory=dict)
     run_info: dict[str, Any] = field(default_factory=dict)
     config_text: str | None = None
+    served_base: str | None = None  # what vLLM serves the base as (the adapter's base_model_name_or_path)
 
 
 def _fenced(text: str, language: str = "") -> str:
@@ -38,6 +40,16 @@ def _fenced(text: str, language: str = "") -> str:
 
 def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+#: The `--max-lora-rank` values vLLM accepts (its LoRAConfig).
+VLLM_MAX_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def vllm_max_lora_rank(rank: Any) -> int:
+    """The smallest `--max-lora-rank` vLLM accepts that holds `rank`."""
+    rank = rank if isinstance(rank, int) else 0
+    return next((allowed for allowed in VLLM_MAX_LORA_RANKS if allowed >= rank), VLLM_MAX_LORA_RANKS[-1])
 
 
 def render_model_card(facts: CardFacts) -> str:
@@ -80,6 +92,12 @@ def render_model_card(facts: CardFacts) -> str:
         ),
         "python",
     )
+    adapter_name = re.sub(r"[^A-Za-z0-9._-]+", "-", facts.run_name) or "vlmft"
+    serving = _fenced(
+        f"vllm serve {facts.served_base or facts.base_model} --enable-lora --lora-modules {adapter_name}=path/to/this/folder \\\n"
+        f"    --max-lora-rank {vllm_max_lora_rank(lora.get('r'))} --max-model-len 8192 --limit-mm-per-prompt '{{\"image\": 16}}'",
+        "bash",
+    )
     settings = _fenced(facts.config_text, "yaml") if facts.config_text else "config.yaml was not found in the run folder."
     lineage = _fenced(json.dumps(facts.run_info, indent=2, sort_keys=True, default=str), "json") if facts.run_info else "run.json was not found."
     return "\n\n".join(
@@ -93,6 +111,10 @@ def render_model_card(facts: CardFacts) -> str:
             "## How to load",
             loading,
             "`vlmft ckpt merge` writes the merged model as a plain transformers folder.",
+            "## Serving with vLLM",
+            f"Requests name the adapter as their model (`\"model\": \"{adapter_name}\"`); the system prompt the run trained "
+            "with (`system_prompt` below) must be sent as the system message. Not tested by vlmft (no vLLM where it was built).",
+            serving,
             "## Lineage (run.json)",
             lineage,
             "## Settings (config.yaml)",

@@ -176,11 +176,14 @@ def root(
 def _mount() -> None:
     from vlmft_cli.cli import (
         bench,
+        chat_cmd,
         ckpt_cmd,
         data,
+        env_cmd,
         eval_cmd,
         plugins_cmd,
         profiles_cmd,
+        recipes_cmd,
         report_cmd,
         resume_cmd,
         train_cmd,
@@ -188,9 +191,11 @@ def _mount() -> None:
 
     app.add_typer(data.app)
     app.command("train")(train_cmd.train)
+    app.command("chat")(chat_cmd.chat)
     app.command("report")(report_cmd.report)
+    app.command("env")(env_cmd.env)
     ckpt_cmd.app.command("resume")(resume_cmd.resume)
-    for module in (eval_cmd, ckpt_cmd, bench, plugins_cmd, profiles_cmd):
+    for module in (eval_cmd, ckpt_cmd, bench, plugins_cmd, profiles_cmd, recipes_cmd):
         app.add_typer(module.app)
 
 

@@ -1,4 +1,4 @@
-"""`vlmft bench`: measure the pipeline's speed and memory: `extract`, `packing`, `attention`, `step`, `data`, and
+"""`vlmft bench`: measure the pipeline's speed and memory: `extract`, `packing`, `attention`, `step`, `data`, `startup`, and
 `compare` for two runs' JSON files."""
 
 from __future__ import annotations
@@ -112,7 +112,8 @@ def bench_packing(
 
 @app.command("attention")
 def bench_attention(
-    seq_lens: Annotated[str, typer.Option("--seq-lens", help="Comma-separated sequence lengths.")] = "512,1024,2048,4096",
+    seq_lens: Annotated[str, typer.Option("--seq-lens", help="Comma-separated sequence lengths.")] = "1024,2048,4096,8192",
+    masks: Annotated[str, typer.Option("--masks", help="Comma-separated masks training uses: causal, shared-prefix (the stage-1 packing mask), padded.")] = "causal,shared-prefix,padded",
     batch: Annotated[int, typer.Option("--batch", "-b", min=1, help="Sequences per call.")] = 1,
     dtype: Annotated[str | None, typer.Option("--dtype", help="bf16, fp16 or fp32 (default: bf16 on CUDA, fp32 on the CPU).", show_default=False)] = None,
     backward: Annotated[bool, typer.Option("--backward", help="Also time forward + backward.")] = False,
@@ -126,20 +127,24 @@ def bench_attention(
     json: JsonOption = False,
     out: OutOption = None,
 ) -> None:
-    """Every available attention backend's kernel, called as transformers models call it, with a causal mask.
+    """Every available attention backend's kernel, called as transformers models call it, with the masks training uses.
 
-    Forward (and with --backward forward+backward) latency: median, min–max and IQR; peak memory of one call
-    beyond its inputs (CUDA max allocated, or the CPU's resident-set peak); TFLOP/s. Unavailable backends are
+    Masks: causal (an unpadded batch), shared-prefix (a stage-1 packed row, its mask built by the model
+    backend's packing collate) and padded (two rows, one a quarter shorter). Forward (and with --backward
+    forward+backward) latency: median, min–max and IQR; peak memory of one call beyond its inputs (CUDA max
+    allocated, or the CPU's resident-set peak); TFLOP/s of the pairs the mask allows. Unavailable backends are
     listed with their reason. Head layout: the model's language model (InternVL3-8B: 28 query, 4 KV heads × 128).
 
     Example: vlmft bench attention --backward --out attention.json
     """
-    from vlmft_cli.bench.architecture import resolve_layout
-    from vlmft_cli.bench.attention import AttentionOptions, parse_seq_lens, run_attention_bench
+    from vlmft_cli.bench.architecture import find_variant, resolve_layout
+    from vlmft_cli.bench.attention import AttentionOptions, parse_masks, parse_seq_lens, run_attention_bench
 
     layout, source = resolve_layout(model, heads=heads, kv_heads=kv_heads, head_dim=head_dim, home=_resolve(1, None, None).settings.home)
-    options = AttentionOptions(seq_lens=parse_seq_lens(seq_lens), batch=batch, dtype=dtype, backward=backward, repeats=repeats, warmup=warmup, device=device)
-    _emit(run_attention_bench(layout, options, layout_source=source, reporter=output.make_reporter(quiet=json)), json, out)
+    options = AttentionOptions(seq_lens=parse_seq_lens(seq_lens), masks=parse_masks(masks), batch=batch, dtype=dtype, backward=backward, repeats=repeats, warmup=warmup, device=device)
+    found = find_variant(model)
+    document = run_attention_bench(layout, options, layout_source=source, model_backend=found[0] if found else None, reporter=output.make_reporter(quiet=json))
+    _emit(document, json, out)
 
 
 @app.command("step")
@@ -156,12 +161,13 @@ def bench_step(
     json: JsonOption = False,
     out: OutOption = None,
 ) -> None:
-    """One LoRA training step of the stage's micro-batch (stage 1: 4 frames + one QA; stage 2: 10 frames + 4 QAs).
+    """One LoRA training step of the path training runs: stage 1 packed with its block mask, stage 2 a whole conversation.
 
-    Step time, samples/s, tokens/s, peak memory, and model-FLOPs utilization against the profile's datasheet
-    bf16 peak and against a matmul peak measured here in the same run. Model FLOPs for LoRA on a frozen base:
-    forward 2·N·T + backward 2·N·T (activation gradients only) for frozen layers, 6·N·T for LoRA adapters,
-    forward only for the frozen vision tower, counted per layer from the tokens it sees (see the JSON notes).
+    Step time, QAs/s, tokens/s, peak memory; FLOPs executed (forward, backward, checkpoint recomputation)
+    and necessary (forward, activation gradients of the trained path, LoRA weight gradients, the head only
+    at labelled positions) apart, with their ratio and what the difference is made of; MFU from the necessary
+    FLOPs against the profile's datasheet bf16 peak and a matmul measured here; the full curriculum's time
+    on RoboVQA projected at the measured rate (see the JSON notes).
 
     Example: vlmft bench step --model InternVL3-8B --random-init --profile h100-80gb --stage 2 --json
     """
@@ -193,6 +199,42 @@ def bench_data(
 
     options = DataOptions(workers=workers, batches=batches, step_samples_per_s=step_samples_per_s)
     _emit(measure_data(_resolve(stage, profile, model, data), options, output.make_reporter(quiet=json)), json, out)
+
+
+@app.command("startup")
+def bench_startup(
+    lines: Annotated[str, typer.Option("--lines", "-n", help="Stage-1 line counts, comma-separated (a stand-in is written for each).")] = "10000,100000,722979",
+    repeat: Annotated[int, typer.Option("--repeat", min=1, help="Runs of each (the median is reported).")] = 3,
+    model: ModelOption = None,
+    work: Annotated[Path | None, typer.Option("--work", help="Keep stand-ins and runs in this folder (a rerun reuses the stand-ins); default: a temporary one.", show_default=False)] = None,
+    json: JsonOption = False,
+    out: OutOption = None,
+) -> None:
+    """Launch to the first optimizer step, and a resume's, at N stage-1 lines (tiny model, subprocesses).
+
+    Wall time and peak memory of `vlmft train --stage 1` from launch to its first step with no plan cache, then of its resume
+    (the plan cached), on a full-scale stand-in (`data synth --jsonl-only`); the model's own load is measured apart and subtracted.
+
+    Example: vlmft bench startup --lines 10000,722979 --repeat 3 --work /tmp/startup --out startup.json
+    """
+    from vlmft_cli.bench.results import write_document
+    from vlmft_cli.bench.startup import StartupOptions, measure_startup, startup_rows
+    from vlmft_cli.errors import ConfigError
+
+    try:
+        counts = tuple(int(value.replace("_", "")) for value in lines.split(",") if value.strip())
+    except ValueError:
+        raise ConfigError(f"--lines {lines!r} is not a comma-separated list of whole numbers") from None
+    options = StartupOptions(lines=counts, repeat=repeat, model=model or "tiny-internvl3", work=work)
+    document = measure_startup(options, output.make_reporter(quiet=json), on_progress=(lambda partial: write_document(out, partial)) if out else None)
+    if out is not None:
+        write_document(out, document)
+    if json:
+        output.print_json(document.as_dict())
+        return
+    output.print_table("Launch to the first optimizer step (medians)", ["lines", "phase", "first step s", "without model load s", "peak RSS MB", "CPU s"], startup_rows(document))
+    if out is not None:
+        output.console.print(f"written: {out}")
 
 
 @app.command("compare")

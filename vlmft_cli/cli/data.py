@@ -191,13 +191,30 @@ def synth_command(
             "0-3 more entries each a copy of it or a different one (with a QA repeated).",
         ),
     ] = SynthTextsLayout.SPLIT,
+    jsonl_only: Annotated[
+        bool,
+        typer.Option(
+            "--jsonl-only",
+            help="Write the processed layout (stage1/, stage2/, metadata.json) directly, every video's frames "
+            "from a small shared pool: RoboVQA's size (--videos 199721 --val 22191) in seconds.",
+        ),
+    ] = False,
+    pool_videos: Annotated[
+        int, typer.Option("--pool-videos", min=1, help="With --jsonl-only: frame folders the videos share.")
+    ] = 64,
     json: JsonOption = False,
 ) -> None:
     """Write a synthetic RoboVQA TFRecord tree: every task family, real grammar, 16 frames per video.
 
+    With --jsonl-only, write what `vlmft data extract` would make of one instead, at any scale.
+
     Example: vlmft data synth --out demo-run/robovqa --videos 200 --val 20 --seed 0
     """
     from vlmft_cli.data.synth import SynthOptions, synthesize
+
+    if jsonl_only:
+        _synth_processed(out, videos, val, seed, pool_videos, frame_size, overwrite, json)
+        return
 
     options = SynthOptions(
         out=out,
@@ -221,6 +238,25 @@ def synth_command(
         [[split, result.videos[split], result.shards[split]] for split in result.videos],
     )
     output.console.print(f"{result.qas} QAs in all. Next: vlmft data extract --source {out} --out <folder>")
+
+
+def _synth_processed(out: Path, videos: int, val: int | None, seed: int, pool: int, size: int, overwrite: bool, json: bool) -> None:
+    from vlmft_cli.data.synth import ProcessedOptions, synthesize_processed
+
+    result = synthesize_processed(
+        ProcessedOptions(out=out, videos=videos, val_videos=val, seed=seed, pool_videos=pool, frame_size=size, overwrite=overwrite)
+    )
+    if json:
+        output.print_json(
+            {"root": str(result.root), "videos": result.videos, "stage1_lines": result.stage1_lines, "frames_written": result.frames_written}
+        )
+        return
+    output.print_table(
+        f"Synthetic processed RoboVQA in {result.root}",
+        ["split", "videos", "stage1 lines"],
+        [[split, result.videos[split], result.stage1_lines[split]] for split in result.videos],
+    )
+    output.console.print(f"{result.frames_written} frame files shared by all videos. Next: vlmft data verify {out}")
 
 
 @app.command("extract")
@@ -359,18 +395,21 @@ def _print_extract_texts(metadata: dict[str, Any]) -> None:
 def verify_command(
     root: Annotated[Path, typer.Argument(help="A folder `vlmft data extract` wrote.")],
     full: Annotated[bool, typer.Option("--full", help="Decode every image, not a sample.")] = False,
-    sample: Annotated[int, typer.Option("--sample", min=1, help="Images decoded without --full.")] = 256,
+    sample: Annotated[int, typer.Option("--sample", min=1, help="Images decoded without --full: a uniform sample drawn with --seed.")] = 256,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the --sample draw (same seed, same images).")] = 0,
     workers: WorkersOption = None,
     json: JsonOption = False,
 ) -> None:
     """Check processed data before training: structure, every line, images, splits, stages. Exit 1 on problems.
+
+    By default each frame's header is read and a seeded sample decoded; --full decodes every frame on all cores (progress with an ETA).
 
     Example: vlmft data verify data/processed --full
     """
     from vlmft_cli.data.verify import VerifyOptions, run_verify
 
     report = run_verify(
-        VerifyOptions(root=root, full=full, sample=sample, workers=workers), output.make_reporter(quiet=json)
+        VerifyOptions(root=root, full=full, sample=sample, seed=seed, workers=workers), output.make_reporter(quiet=json)
     )
     if json:
         output.print_json(report.as_dict())
@@ -389,4 +428,131 @@ def verify_command(
             output.error(f"… and {report.problem_count - len(report.problems)} more problems")
         output.console.print("OK" if report.ok else f"FAILED: {report.problem_count} problems")
     if not report.ok:
+        raise typer.Exit(1)
+
+
+class ImportFormat(str, Enum):
+    """`vlmft data import --format` (`vlmft_cli.data.importer.FORMATS`, kept here so --help stays light)."""
+
+    SHAREGPT = "sharegpt"
+    LLAMAFACTORY = "llamafactory"
+    ROBOVQA_JSONL = "robovqa-jsonl"
+
+
+@app.command("import")
+def import_command(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="A JSONL file or JSON list (sharegpt, robovqa-jsonl), or a LLaMA-Factory dataset_info.json.",
+            show_default=False,
+        ),
+    ],
+    source_format: Annotated[
+        ImportFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="sharegpt: conversations (from/value) or messages (role/content, ms-swift) with videos or images; "
+            "llamafactory: an entry of dataset_info.json (--dataset); robovqa-jsonl: the processed JSONL written by hand.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (images/, stage1/, stage2/, metadata.json).")],
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", help="llamafactory: the entry of dataset_info.json to import.", show_default=False),
+    ] = None,
+    val: Annotated[
+        str | None,
+        typer.Option(
+            "--val",
+            help="Validation data: a second file (sharegpt, robovqa-jsonl) or entry (llamafactory). "
+            "Without it and without `split` fields, val videos are drawn per video with --seed.",
+            show_default=False,
+        ),
+    ] = None,
+    media_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--media-dir",
+            help="Where relative video and image paths start; nothing outside it is read (default: SOURCE's folder).",
+            show_default=False,
+        ),
+    ] = None,
+    frames: Annotated[
+        int,
+        typer.Option("--frames", min=1, max=256, help="Frames kept per video, sampled evenly with the final frame."),
+    ] = 16,
+    size: Annotated[int, typer.Option("--size", min=16, max=4096, help="Frames are resized to size×size.")] = 288,
+    quality: Annotated[int, typer.Option("--quality", min=1, max=100, help="JPEG quality of the stored frames.")] = 85,
+    val_ratio: Annotated[
+        float,
+        typer.Option("--val-ratio", min=0.0, max=0.99, help="Share of videos drawn for val when the source names no split."),
+    ] = 0.1,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the per-video val draw.")] = 0,
+    workers: WorkersOption = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 if any sample was skipped.")] = False,
+    json: JsonOption = False,
+) -> None:
+    """Import your own videos and conversations into the layout `data extract` writes (frames once per video).
+
+    Every QA of a video is one stage-1 line; all of a video's QAs are its stage-2 conversation. Bad samples are skipped and counted with file:line in metadata.json and the summary.
+
+    Example: vlmft data import --format sharegpt my_videos.jsonl --out data/mine
+    """
+    from vlmft_cli.data.importer import ImportOptions, run_import
+
+    options = ImportOptions(
+        format=ImportFormat(source_format).value,
+        source=source,
+        out=out,
+        dataset=dataset,
+        val=val,
+        media_dir=media_dir,
+        frames=frames,
+        size=size,
+        quality=quality,
+        val_ratio=val_ratio,
+        seed=seed,
+        workers=workers,
+        strict=strict,
+    )
+    result = run_import(options, output.make_reporter(quiet=json))
+    metadata = result.metadata
+    if json:
+        output.print_json(
+            {"out": str(result.out), "already_complete": result.already_complete, "problems": result.problems, **metadata}
+        )
+    else:
+        splits = metadata["splits"]
+        output.print_table(
+            f"Imported into {result.out}" + (" (already complete, nothing done)" if result.already_complete else ""),
+            ["split", "videos", "frames", "stage1", "stage2"],
+            [[split, s["videos"], s["frames"], s["stage1_lines"], s["stage2_lines"]] for split, s in splits.items()],
+        )
+        task_types = sorted({t for s in splits.values() for t in s["task_types"]})
+        output.print_table(
+            "QAs per task type",
+            ["task type", *splits],
+            [[t, *(s["task_types"].get(t, 0) for s in splits.values())] for t in task_types],
+        )
+        split_from = "from the source" if metadata["split_from"] == "source" else f"drawn per video (seed {seed})"
+        output.console.print(
+            f"{metadata['samples_read']} samples read; split {split_from}; "
+            f"{metadata['duplicate_qas_dropped']} duplicate QAs dropped; {metadata['system_prompts_dropped']} system prompts "
+            "left out (the system_prompt setting decides)."
+        )
+        if metadata["skipped_samples_total"]:
+            output.print_table(
+                "Skipped samples",
+                ["reason", "samples"],
+                [[reason, count] for reason, count in metadata["skipped_reasons"].items()],
+            )
+            for skipped in metadata["skipped_samples"][:5]:
+                where = f"{skipped['source']}:{skipped['line']}" if skipped["line"] is not None else f"{skipped['source']}[{skipped['item']}]"
+                output.console.print(f"  {where}: {skipped['detail']}")
+        output.console.print(f"Frames per video: {_counts(metadata['frames_per_video'])}. Next: vlmft data verify {result.out}")
+    if strict and result.problems:
+        output.error(f"--strict: {result.problems} samples skipped (see {out}/metadata.json)")
         raise typer.Exit(1)

@@ -17,12 +17,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
+    TransferSpeedColumn,
 )
 from rich.table import Table
 
@@ -82,6 +84,18 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+#: The progress unit whose counts are shown in MB/GB, with the rate in MB/s.
+BYTES = "bytes"
+
+
+def format_bytes(count: float) -> str:
+    """1234567 → '1.2 MB' (decimal units, as download sizes are usually given)."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(count) >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count:.0f} B"
+
+
 class _RichTask:
     def __init__(self, progress: Progress, task_id: Any) -> None:
         self._progress = progress
@@ -113,11 +127,16 @@ class _PlainTask:
         if not force and now - self._last < PLAIN_PROGRESS_INTERVAL_S:
             return
         self._last = now
-        of_total = f"/{self.total:g}" if self.total else ""
         rate = self.completed / max(now - self._started, 1e-9)
         left = f", ETA {format_duration((self.total - self.completed) / rate)}" if self.total and 0 < self.completed < self.total else ""
         extra = f" {_format_fields(self.fields)}" if self.fields else ""
-        err_console.print(f"{self.description}: {self.completed:g}{of_total} {self.unit} ({rate:.3g} {self.unit}/s{left}){extra}", markup=False)
+        if self.unit == BYTES:
+            of_total = f" of {format_bytes(self.total)}" if self.total else ""
+            done = f"{format_bytes(self.completed)}{of_total} ({format_bytes(rate)}/s{left})"
+        else:
+            of_total = f"/{self.total:g}" if self.total else ""
+            done = f"{self.completed:g}{of_total} {self.unit} ({rate:.3g} {self.unit}/s{left})"
+        err_console.print(f"{self.description}: {done}{extra}", markup=False)
 
     def advance(self, amount: float = 1, **fields: Any) -> None:
         self.completed += amount
@@ -134,7 +153,9 @@ class _PlainTask:
 
 
 class ConsoleReporter:
-    """The CLI's `Reporter`: messages to the console, warnings to stderr, progress bars or lines."""
+    """The CLI's `Reporter`: messages, warnings and progress, all on stderr, so stdout holds only what a
+    command prints (its table or its JSON). `quiet` (the `--json` mode) drops the messages but keeps the
+    progress, so a long job is never silent."""
 
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
@@ -148,21 +169,16 @@ class ConsoleReporter:
 
     @contextmanager
     def progress(self, description: str, total: float | None = None, unit: str = "items") -> Iterator[Any]:
-        if self.quiet:
-            from vlmft_cli.reporting import NullReporter
-
-            with NullReporter().progress(description, total, unit) as task:
-                yield task
-            return
         if not err_console.is_terminal:
             task = _PlainTask(description, total, unit)
             yield task
             task._maybe_log(force=True)
             return
+        counted = (DownloadColumn(), TransferSpeedColumn()) if unit == BYTES else (MofNCompleteColumn() if total else TextColumn(""),)
         columns = [
             TextColumn("[bold]{task.description}"),
             BarColumn(),
-            MofNCompleteColumn() if total else TextColumn(""),
+            *counted,
             TaskProgressColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from vlmft_cli.cli import output
-from vlmft_cli.cli.options import ConfigOption, JsonOption
+from vlmft_cli.cli.options import ConfigOption, JsonOption, RecipeOption
 from vlmft_cli.cli.settings_options import with_setting_options
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ ForceNewSettingsOption = Annotated[
 @with_setting_options()
 def train(
     config: ConfigOption = None,
+    recipe: RecipeOption = None,
     init_from: Annotated[str | None, typer.Option("--init-from", help="Stage 2: stage-1 checkpoint or run to start from; 'none' for the base model. Default: the newest finished stage-1 run.", show_default=False)] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue a run: 'latest', a checkpoint or a run folder.", show_default=False)] = None,
     force_new_settings: ForceNewSettingsOption = False,
@@ -42,6 +43,8 @@ def train(
     """Train one curriculum stage with LoRA (QLoRA with --quantize 4bit).
 
     Exit codes: 0 finished; 2 an error you can fix, 1 an unexpected one; a stop with a checkpoint: 130 Ctrl-C, 143 SIGTERM, 3 memory cap, 4 more than --max-bad-samples unreadable samples; 5 a NaN/inf loss or gradient norm (the newest checkpoint is the last good one).
+
+    Example: vlmft train --recipe stage1 --data robovqa --profile gb10   (the reference recipe, see `vlmft recipes list`)
 
     Example: vlmft train --stage 1 --data robovqa --profile gb10
 
@@ -59,7 +62,7 @@ def train(
     from vlmft_cli.training.request import TrainRequest
 
     flags = dict(settings_flags)
-    settings = SettingsInput(stage=flags.pop("stage", None), profile=flags.pop("profile", None), config_file=config, flags=flags)
+    settings = SettingsInput(stage=flags.pop("stage", None), profile=flags.pop("profile", None), config_file=config, flags=flags, recipe=recipe)
     request = TrainRequest(settings=settings, init_from=init_from, resume=resume, dry_run=dry_run, force_new_settings=force_new_settings)
     result = run_training(request, output.make_reporter(quiet=json))
     print_result(result, json=json)
@@ -109,6 +112,9 @@ def show_plan(plan: dict) -> None:
         )
     else:
         lines.append(f"tokens per epoch: {plan['tokens_unpacked']:,} (not packed)")
+    checkpointing = plan.get("gradient_checkpointing")
+    if checkpointing:
+        lines.append(f"gradient checkpointing: {checkpointing['value']} ({checkpointing['reason']})")
     memory = plan.get("memory_estimate")
     if memory:
         verdict = "fits" if memory["fits"] else "does NOT fit"

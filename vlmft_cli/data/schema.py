@@ -6,7 +6,14 @@ stage-1 line (one QA):
      "metadata": {"task_type", "subtype", "format", "video_id", "frame_range": [s, e] | null, "split"}}
 stage-2 line (one video): "id": "<key>", the same images, human/gpt turns for every QA (the `<image>`
 placeholders only in the first human turn), "metadata": {"video_id", "split", "turns": [{"task_type",
-"subtype", "format", "frame_range"}, … one per QA]}.
+"subtype", "format", "frame_range"}, … one per QA]}. Either may carry "fps": the rate of the frames listed.
+
+`metadata` is optional, so a line can be written by hand (README, "The processed JSONL"). Left out, it
+defaults to: `video_id` the folder of the first image, `split` the file's name when it is `train` or
+`val` (else `train`), and per QA `task_type` `unknown`, `subtype` null, `format` `freeform`,
+`frame_range` null; `fps` null (the `fps` setting, or the backend's default). When present it must name
+`video_id` and `split`; the per-QA fields and `fps` may still be left out, with the same defaults, and
+without a `turns` list the task fields given apply to every QA of the line.
 
 The reader rejects a line, with its number and the reason, when it is not JSON, lacks a key or has a
 wrong type, has roles that do not alternate human/gpt or an empty answer, has no image or a `<image>`
@@ -20,6 +27,7 @@ refused whole. It never opens a file outside the root. Each image is checked onc
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 import warnings
@@ -29,10 +37,15 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from vlmft_cli.data.layout import SPLITS
 from vlmft_cli.errors import DataError
 
 IMAGE_PLACEHOLDER = "<image>"
 HUMAN, GPT = "human", "gpt"
+#: What a line without metadata (or a QA without its task fields) stands for; see the module docstring.
+DEFAULT_TASK_TYPE = "unknown"
+DEFAULT_FORMAT = "freeform"
+DEFAULT_SPLIT = "train"
 #: The largest frame the reader accepts, in pixels: Pillow's default decompression-bomb limit (a frame
 #: bigger than this, e.g. a 20000×20000 header, would exhaust a dataloader worker's memory).
 MAX_FRAME_PIXELS = 89_478_485
@@ -53,23 +66,38 @@ def turn_metadata(qa: dict[str, Any]) -> dict[str, Any]:
     return {key: qa[key] for key in ("task_type", "subtype", "format", "frame_range")}
 
 
+def _with_fps(metadata: dict[str, Any], fps: float | None) -> dict[str, Any]:
+    return metadata if fps is None else {**metadata, "fps": fps}
+
+
 def stage1_lines(
-    key: str, video_id: str, split: str, images: list[str], qas: Sequence[dict[str, Any]]
+    key: str,
+    video_id: str,
+    split: str,
+    images: list[str],
+    qas: Sequence[dict[str, Any]],
+    fps: float | None = None,
 ) -> list[dict[str, Any]]:
-    """One line per QA; `qas` hold question, answer, task_type, subtype, format, frame_range."""
+    """One line per QA; `qas` hold question, answer, task_type, subtype, format, frame_range. `fps`
+    (the rate of `images`) is written only when known."""
     return [
         {
             "id": f"{key}-{n}",
             "images": images,
             "conversations": [human_turn(qa["question"], len(images)), gpt_turn(qa["answer"])],
-            "metadata": {**turn_metadata(qa), "video_id": video_id, "split": split},
+            "metadata": _with_fps({**turn_metadata(qa), "video_id": video_id, "split": split}, fps),
         }
         for n, qa in enumerate(qas)
     ]
 
 
 def stage2_line(
-    key: str, video_id: str, split: str, images: list[str], qas: Sequence[dict[str, Any]]
+    key: str,
+    video_id: str,
+    split: str,
+    images: list[str],
+    qas: Sequence[dict[str, Any]],
+    fps: float | None = None,
 ) -> dict[str, Any]:
     """One line for the whole video: every QA as a turn, frames in the first."""
     conversations = []
@@ -79,7 +107,7 @@ def stage2_line(
         "id": key,
         "images": images,
         "conversations": conversations,
-        "metadata": {"video_id": video_id, "split": split, "turns": [turn_metadata(qa) for qa in qas]},
+        "metadata": _with_fps({"video_id": video_id, "split": split, "turns": [turn_metadata(qa) for qa in qas]}, fps),
     }
 
 
@@ -118,6 +146,8 @@ class Sample:
     split: str
     turns: tuple[TurnInfo, ...]
     line: int
+    fps: float | None = None  # rate of `images` when the line says (None: the `fps` setting applies)
+    metadata_given: bool = True  # False: the line had no metadata and every field above is a default
 
     def image_paths(self, root: Path) -> list[Path]:
         return [root / image for image in self.images]
@@ -182,16 +212,42 @@ def _frame_range(value: Any, where: str) -> tuple[int, int] | None:
     return int(value[0]), int(value[1])
 
 
+def _optional_str(data: dict[str, Any], key: str, default: str, where: str) -> str:
+    if data.get(key) is None:
+        return default
+    return _typed(data, key, str, where)
+
+
 def _turn_info(data: Any, where: str) -> TurnInfo:
     _require(isinstance(data, dict), f"{where} must be an object")
     subtype = data.get("subtype")
     _require(subtype is None or isinstance(subtype, str), f"{where} 'subtype' must be a string or null")
     return TurnInfo(
-        task_type=_typed(data, "task_type", str, where),
+        task_type=_optional_str(data, "task_type", DEFAULT_TASK_TYPE, where),
         subtype=subtype,
-        format=_typed(data, "format", str, where),
+        format=_optional_str(data, "format", DEFAULT_FORMAT, where),
         frame_range=_frame_range(data.get("frame_range"), where),
     )
+
+
+def _fps(metadata: dict[str, Any]) -> float | None:
+    value = metadata.get("fps")
+    if value is None:
+        return None
+    valid = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    _require(valid, "metadata 'fps' must be a positive number or null")
+    return float(value)
+
+
+def default_split(jsonl_path: Path | str) -> str:
+    """The split a line without metadata belongs to: its file's name when that is a split, else `train`."""
+    stem = Path(jsonl_path).stem
+    return stem if stem in SPLITS else DEFAULT_SPLIT
+
+
+def default_video_id(images: Sequence[str]) -> str:
+    """The video a line without metadata shows: the folder of its first image (`.` for the data root)."""
+    return str(PurePosixPath(images[0]).parent)
 
 
 def refuse_outside_root(path: Path | str, root: Path | str) -> None:
@@ -356,7 +412,7 @@ class _ImageGuard:
         _require(problem is None, f"image {image!r} {problem}")
 
 
-def _parse_line(text: str, number: int, guard: _ImageGuard) -> Sample:
+def _parse_line(text: str, number: int, guard: _ImageGuard, split: str = DEFAULT_SPLIT) -> Sample:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -368,7 +424,8 @@ def _parse_line(text: str, number: int, guard: _ImageGuard) -> Sample:
     _require(all(isinstance(i, str) for i in images), "'images' must be a list of strings")
     _require(bool(images), "'images' is empty: a sample needs at least one frame")
     conversations = _typed(data, "conversations", list, "line")
-    metadata = _typed(data, "metadata", dict, "line")
+    metadata_given = data.get("metadata") is not None
+    metadata = _typed(data, "metadata", dict, "line") if metadata_given else {}
 
     messages = []
     for index, turn in enumerate(conversations):
@@ -390,20 +447,25 @@ def _parse_line(text: str, number: int, guard: _ImageGuard) -> Sample:
     for image in images:
         guard.check(image)
 
-    if "turns" in metadata:
+    qas = len(messages) // 2
+    if not metadata_given:
+        turns: tuple[TurnInfo, ...] = (TurnInfo(DEFAULT_TASK_TYPE, None, DEFAULT_FORMAT, None),) * qas
+    elif "turns" in metadata:
         raw_turns = _typed(metadata, "turns", list, "metadata")
         turns = tuple(_turn_info(t, f"metadata.turns[{i}]") for i, t in enumerate(raw_turns))
-    else:
-        turns = (_turn_info(metadata, "metadata"),)
-    _require(len(turns) == len(messages) // 2, f"{len(turns)} turn metadata entries for {len(messages) // 2} QAs")
+    else:  # one set of task fields (or their defaults) for every QA of the line
+        turns = (_turn_info(metadata, "metadata"),) * qas
+    _require(len(turns) == qas, f"{len(turns)} turn metadata entries for {qas} QAs")
     return Sample(
         id=sample_id,
         images=tuple(images),
         conversations=tuple(messages),
-        video_id=_typed(metadata, "video_id", str, "metadata"),
-        split=_typed(metadata, "split", str, "metadata"),
+        video_id=_typed(metadata, "video_id", str, "metadata") if metadata_given else default_video_id(images),
+        split=_typed(metadata, "split", str, "metadata") if metadata_given else split,
         turns=turns,
         line=number,
+        fps=_fps(metadata),
+        metadata_given=metadata_given,
     )
 
 
@@ -414,6 +476,7 @@ def iter_samples(
     strict: bool = False,
     rejections: list[Rejection] | None = None,
     check_images: bool = True,
+    digest: Any = None,
 ) -> Iterator[Sample]:
     """Validated samples of a JSONL file whose image paths are relative to `root`. Invalid lines are
     skipped and appended to `rejections` (if given); with `strict`, the first one raises `DataError`
@@ -421,6 +484,7 @@ def iter_samples(
     checked). A file that resolves outside `root` raises `DataError` before anything is read."""
     path = Path(jsonl_path)
     guard = _ImageGuard(Path(root), check_images)
+    split = default_split(path)
     refuse_outside_root(path, root)
     try:
         handle = path.open("rb")
@@ -428,13 +492,15 @@ def iter_samples(
         raise DataError(f"cannot read {path}: {exc.strerror}") from None
     with handle:
         for number, raw in enumerate(handle, start=1):
+            if digest is not None:  # a hashlib object: the file hashed in the same read (see pipeline.length_cache)
+                digest.update(raw)
             try:
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError:
                     raise _Invalid("not UTF-8") from None
                 _require(bool(text.strip()), "empty line")
-                sample = _parse_line(text, number, guard)
+                sample = _parse_line(text, number, guard, split)
             except _Invalid as exc:
                 rejection = Rejection(str(path), number, str(exc))
                 if strict:

@@ -12,6 +12,12 @@ How a video's QAs lie in its `texts` entries (`texts_layout`):
   word for word (same range) or differ: one new QA plus a copy of one of the first entry's QAs, from
   frame 4 or 8. So records with one entry, with identical entries and with differing entries all occur,
   as do identical QAs in different entries (what `extract --texts all` keeps once).
+
+`synthesize_processed` (`vlmft data synth --jsonl-only`) writes the processed layout directly, at any
+scale: the stage-1/stage-2 JSONL and `metadata.json` as extraction writes them, QAs drawn from the same
+grammar (a pool of parsed task blocks per family, in the release's mix), RoboVQA's stage-1 lines per
+video (722,979 / 199,721, exact over each split), and a small pool of frame folders that every video
+shares in turn, so 221,912 videos take seconds and a few hundred JPEGs instead of 3.5M.
 """
 
 from __future__ import annotations
@@ -21,14 +27,16 @@ import math
 import os
 import random
 import shutil
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from vlmft_cli.data.grammar import TASK_TAG_RE, render_block
+from vlmft_cli.data.grammar import QA, TASK_TAG_RE, parse_block, render_block, split_task_blocks
 from vlmft_cli.data.records import VideoRecord, encode_record, write_shard
 from vlmft_cli.errors import DataError
 
@@ -301,3 +309,159 @@ def synthesize(options: SynthOptions) -> SynthResult:
         if counts[split]:
             qas += _write_split(root / split, split, counts[split], shard_counts[split], options)
     return SynthResult(root, counts, shard_counts, qas)
+
+
+# --- the processed layout, directly (`--jsonl-only`) -------------------------------------------------
+
+#: RoboVQA's stage-1 lines per stage-2 line (QAs per video) in the training split.
+ROBOVQA_QAS_PER_VIDEO = 722_979 / 199_721
+DEFAULT_POOL_VIDEOS = 64
+_QA_POOL_PER_FAMILY = 512
+_POOL_SHARD = "pool-00000"
+
+
+@dataclass(frozen=True)
+class ProcessedOptions:
+    out: Path
+    videos: int  # training videos (stage-2 train lines)
+    val_videos: int | None = None  # default: a tenth of `videos`, at least 1
+    seed: int = 0
+    pool_videos: int = DEFAULT_POOL_VIDEOS  # frame folders written; video k uses folder k mod pool
+    frame_size: int = DEFAULT_FRAME_SIZE
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class ProcessedResult:
+    root: Path
+    videos: dict[str, int]
+    stage1_lines: dict[str, int]
+    frames_written: int
+
+
+def _qa_pool(seed: int) -> dict[str, list[QA]]:
+    """Parsed QAs per task family, made and parsed by the release grammar."""
+    rng = random.Random(f"robovqa-synth-qa-pool:{seed}")
+    pool: dict[str, list[QA]] = {}
+    for family in FAMILY_WEIGHTS:
+        qas = []
+        for _ in range(_QA_POOL_PER_FAMILY):
+            (tag, body), = split_task_blocks(make_task_block(rng, family))
+            qa = parse_block(tag, body)
+            assert isinstance(qa, QA)
+            qas.append(qa)
+        pool[family] = qas
+    return pool
+
+
+def _qa_counts(rng: np.random.Generator, videos: int) -> np.ndarray:
+    """3 or 4 QAs per video, the 4s placed at random, summing to round(videos × ROBOVQA_QAS_PER_VIDEO)."""
+    fours = round(videos * ROBOVQA_QAS_PER_VIDEO) - 3 * videos
+    counts = np.full(videos, 3, dtype=np.int64)
+    counts[rng.choice(videos, size=fours, replace=False)] = 4
+    return counts
+
+
+class _SplitDraw:
+    """One split's QAs: how many each video has and which pooled QA each one is, drawn up front."""
+
+    def __init__(self, rng: np.random.Generator, videos: int, pool: dict[str, list[QA]]) -> None:
+        families = list(FAMILY_WEIGHTS)
+        weights = np.array([FAMILY_WEIGHTS[f] for f in families])
+        counts = _qa_counts(rng, videos)
+        self.total = int(counts.sum())
+        family_of = rng.choice(len(families), size=self.total, p=weights / weights.sum())
+        pick = rng.integers(0, _QA_POOL_PER_FAMILY, size=self.total)
+        self.chosen = [pool[families[f]][p] for f, p in zip(family_of.tolist(), pick.tolist(), strict=True)]
+        self.starts = np.concatenate(([0], np.cumsum(counts))).tolist()
+
+    def qas(self, video: int) -> list[dict[str, Any]]:
+        return [
+            {"question": qa.question, "answer": qa.answer, "task_type": qa.task_type, "subtype": qa.subtype, "format": qa.format, "frame_range": [0, FRAMES_PER_VIDEO - 1]}
+            for qa in self.chosen[self.starts[video] : self.starts[video + 1]]
+        ]
+
+    def task_types(self) -> list[str]:
+        return [qa.task_type for qa in self.chosen]
+
+    def formats(self) -> list[str]:
+        return [qa.format for qa in self.chosen]
+
+
+def _write_lines(path: Path, lines: Iterator[str]) -> None:
+    """Stream lines to a temporary file beside `path`, fsync, rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp")
+    try:
+        with temp.open("w", encoding="utf-8") as handle:
+            handle.writelines(lines)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def synthesize_processed(options: ProcessedOptions) -> ProcessedResult:
+    """Write `options.out` as `vlmft data extract` would (images/, stage1/, stage2/, metadata.json) with
+    every video's frames taken from a shared pool; see the module docstring."""
+    from vlmft_cli import __version__
+    from vlmft_cli.data.layout import IMAGES_DIR, METADATA_FILE, SPLITS, frame_name, frame_paths, stage_file
+    from vlmft_cli.data.schema import dumps_line, stage1_lines, stage2_line
+    from vlmft_cli.fsutil import atomic_write_json
+
+    if options.videos < 1:
+        raise DataError("--videos must be at least 1")
+    val_videos = options.val_videos if options.val_videos is not None else max(1, round(options.videos / 10))
+    if val_videos < 0:
+        raise DataError("--val must be 0 or more")
+    if options.pool_videos < 1:
+        raise DataError("--pool-videos must be at least 1")
+    if not 16 <= options.frame_size <= 2048:
+        raise DataError(f"frame size {options.frame_size} is outside 16..2048")
+    root = Path(options.out)
+    if (root / METADATA_FILE).exists() or any((root / name).exists() for name in (IMAGES_DIR, "stage1", "stage2")):
+        if not options.overwrite:
+            raise DataError(f"{root} already holds processed data", hint="choose another --out or pass --overwrite")
+        (root / METADATA_FILE).unlink(missing_ok=True)
+        for name in (IMAGES_DIR, "stage1", "stage2"):
+            shutil.rmtree(root / name, ignore_errors=True)
+    for k in range(options.pool_videos):
+        folder = root / IMAGES_DIR / _POOL_SHARD / f"{k:05d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for index, frame in enumerate(make_frames(random.Random(f"robovqa-synth-pool:{options.seed}:{k}"), options.frame_size)):
+            (folder / frame_name(index)).write_bytes(frame)
+    pool_images = [frame_paths(f"{IMAGES_DIR}/{_POOL_SHARD}/{k:05d}", FRAMES_PER_VIDEO) for k in range(options.pool_videos)]
+    qa_pool = _qa_pool(options.seed)
+    counts = {"train": options.videos, "val": val_videos}
+    splits: dict[str, Any] = {}
+    for split_index, split in enumerate(SPLITS):
+        draw = _SplitDraw(np.random.default_rng([options.seed, split_index]), counts[split], qa_pool)
+        keys = [f"synth-{options.seed}-{split}-{v:07d}" for v in range(counts[split])]
+        images = [pool_images[v % options.pool_videos] for v in range(counts[split])]
+        stage1 = (dumps_line(line) for v, key in enumerate(keys) for line in stage1_lines(key, key, split, images[v], draw.qas(v)))
+        _write_lines(stage_file(root, "stage1", split), stage1)
+        _write_lines(stage_file(root, "stage2", split), (dumps_line(stage2_line(key, key, split, images[v], draw.qas(v))) for v, key in enumerate(keys)))
+        splits[split] = {
+            "videos": counts[split],
+            "frames": counts[split] * FRAMES_PER_VIDEO,
+            "stage1_lines": draw.total,
+            "stage2_lines": counts[split],
+            "task_types": dict(sorted(Counter(draw.task_types()).items())),
+            "formats": dict(sorted(Counter(draw.formats()).items())),
+            "skipped_records": {},
+            "dropped_qas": {},
+        }
+    metadata = {
+        "vlmft_version": __version__,
+        "source": "synthetic (vlmft data synth --jsonl-only)",
+        "options": {"size": options.frame_size, "seed": options.seed, "jsonl_only": True, "pool_videos": options.pool_videos},
+        "splits": splits,
+        "frames_per_video": {str(FRAMES_PER_VIDEO): sum(counts.values())},
+        "skipped_records_total": 0,
+        "skipped_records": [],
+        "damaged_shards": [],
+    }
+    atomic_write_json(root / METADATA_FILE, metadata)
+    return ProcessedResult(root, counts, {split: splits[split]["stage1_lines"] for split in SPLITS}, options.pool_videos * FRAMES_PER_VIDEO)

@@ -3,8 +3,12 @@
 Structure (metadata.json, the four JSONL files, images/); every line valid (see `schema.py`: types,
 alternating roles, non-empty answers, `<image>` count equal to the image list, safe relative paths to
 images that exist, are not empty and have a readable header of a sane size); no video in both splits; the stages agree (the same videos per split, the same
-frames, one stage-1 line per stage-2 turn); the line counts match metadata.json; and a sample of images
-(all with `full`) decodes at the size recorded in metadata.json.
+frames, one stage-1 line per stage-2 turn); the line counts match metadata.json; and a seeded sample of
+images (`sample`, `seed`; all with `full`) decodes at the size recorded in metadata.json.
+
+Nothing is decoded by default (a header read per distinct frame), so RoboVQA's 3.5M frame references
+take minutes; `full` decodes every frame on a process pool. Progress goes through the reporter: lines
+checked against the counts metadata.json records, and with `full` frames decoded, each with an ETA.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import random
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,7 @@ from vlmft_cli.reporting import NullReporter, Reporter
 
 _MAX_PROBLEMS_LISTED = 100
 _IMAGES_PER_TASK = 256
+_LINES_PER_TICK = 1000  # lines between progress updates
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,7 @@ class _DecodeChecker:
         self.max_in_flight = max_in_flight
         self.batch: list[str] = []
         self.in_flight: list[Future[list[str]]] = []
+        self.task: Any = None  # a progress task advanced by each decoded batch (its ETA follows)
 
     def add(self, path: str) -> None:
         self.batch.append(path)
@@ -111,10 +118,17 @@ class _DecodeChecker:
         if self.pool is None:
             for problem in decode_problems(batch, self.root, self.size):
                 self.report.add(problem)
+            self._advance(len(batch))
             return
-        self.in_flight.append(self.pool.submit(decode_problems, batch, self.root, self.size))
+        future = self.pool.submit(decode_problems, batch, self.root, self.size)
+        future.add_done_callback(lambda _, count=len(batch): self._advance(count))
+        self.in_flight.append(future)
         while len(self.in_flight) > self.max_in_flight:
             self._take(self.in_flight.pop(0))
+
+    def _advance(self, count: int) -> None:
+        if self.task is not None:
+            self.task.advance(count)
 
     def _take(self, future: Future[list[str]]) -> None:
         for problem in future.result():
@@ -168,8 +182,17 @@ def _samples(path: Path, root: Path, rejections: list[Rejection], report: Verify
         report.add(str(exc))
 
 
+def _recorded(metadata: dict[str, Any], count: str) -> int:
+    """A count metadata.json records, summed over the splits (0 when it records none): progress totals."""
+    splits = metadata.get("splits")
+    if not isinstance(splits, dict):
+        return 0
+    values = [(splits.get(split) or {}).get(count) for split in SPLITS]
+    return sum(v for v in values if isinstance(v, int) and not isinstance(v, bool))
+
+
 def _check_stage2(
-    root: Path, split: str, report: VerifyReport, checker: _DecodeChecker, sampler: Any
+    root: Path, split: str, report: VerifyReport, checker: _DecodeChecker, sampler: Any, task: Any
 ) -> _SplitVideos | None:
     path = stage_file(root, "stage2", split)
     if not path.is_file():
@@ -180,6 +203,8 @@ def _check_stage2(
     lines = 0
     for sample in _samples(path, root, rejections, report):
         lines += 1
+        if lines % _LINES_PER_TICK == 0:
+            task.advance(_LINES_PER_TICK)
         report.images_checked += len(sample.images)
         if sample.split != split:
             report.add(f"{path}:{sample.line}: split is {sample.split!r} in the {split} file")
@@ -191,12 +216,13 @@ def _check_stage2(
             sampler(image)
         _rejections_to_report(rejections, report)
     _rejections_to_report(rejections, report)
+    task.advance(lines % _LINES_PER_TICK)
     report.lines[f"stage2/{split}"] = lines
     report.videos[split] = len(videos.frames)
     return videos
 
 
-def _check_stage1(root: Path, split: str, videos: _SplitVideos, report: VerifyReport) -> None:
+def _check_stage1(root: Path, split: str, videos: _SplitVideos, report: VerifyReport, task: Any) -> None:
     path = stage_file(root, "stage1", split)
     if not path.is_file():
         report.add(f"{path.relative_to(root)} is missing")
@@ -205,6 +231,8 @@ def _check_stage1(root: Path, split: str, videos: _SplitVideos, report: VerifyRe
     lines = 0
     for sample in _samples(path, root, rejections, report):
         lines += 1
+        if lines % _LINES_PER_TICK == 0:
+            task.advance(_LINES_PER_TICK)
         report.images_checked += len(sample.images)
         where = f"{path}:{sample.line}"
         if sample.split != split:
@@ -220,6 +248,7 @@ def _check_stage1(root: Path, split: str, videos: _SplitVideos, report: VerifyRe
             videos.turns_left[sample.video_id] -= 1
         _rejections_to_report(rejections, report)
     _rejections_to_report(rejections, report)
+    task.advance(lines % _LINES_PER_TICK)
     report.lines[f"stage1/{split}"] = lines
     for video_id, left in videos.turns_left.items():
         if left:
@@ -275,15 +304,16 @@ def run_verify(options: VerifyOptions, reporter: Reporter | None = None) -> Veri
             reservoir[slot] = image
 
     split_videos: dict[str, _SplitVideos] = {}
+    frames = _recorded(metadata, "frames")
     try:
-        with reporter.progress("Verifying", total=len(SPLITS) * 2, unit="files") as task:
-            for split in SPLITS:
-                videos = _check_stage2(root, split, report, checker, sample_image)
-                task.advance(1)
-                if videos is not None:
-                    split_videos[split] = videos
-                    _check_stage1(root, split, videos, report)
-                task.advance(1)
+        with reporter.progress("Decoding frames", total=frames or None, unit="frames") if options.full else nullcontext() as decoding:
+            checker.task = decoding
+            with reporter.progress("Verifying", total=_recorded(metadata, "stage1_lines") + _recorded(metadata, "stage2_lines") or None, unit="lines") as task:
+                for split in SPLITS:
+                    videos = _check_stage2(root, split, report, checker, sample_image, task)
+                    if videos is not None:
+                        split_videos[split] = videos
+                        _check_stage1(root, split, videos, report, task)
             for image in reservoir:
                 checker.add(image)
             checker.finish()

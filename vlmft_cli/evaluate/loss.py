@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from vlmft_cli.attention_masks import with_block_mask
+from vlmft_cli.label_loss import label_positions
 from vlmft_cli.model_backend import EncodedSample
 from vlmft_cli.pipeline.dataset import QuietWorkerInit
 from vlmft_cli.pipeline.examples import Example
@@ -145,16 +147,6 @@ class EvalData:
         return len(self.examples)
 
 
-def answer_positions(spans: Sequence[Sequence[tuple[int, int]]]) -> torch.Tensor:
-    """Sorted sequence positions whose logits predict an answer token in any row of the batch
-    (`spans`: each row's answer spans)."""
-    positions: set[int] = set()
-    for row in spans:
-        for start, end in row:
-            positions.update(range(start - 1, end - 1))
-    return torch.tensor(sorted(positions), dtype=torch.long)
-
-
 class _Keyed(torch.utils.data.Dataset):
     """Items with their key (an example index, or a packed sequence's tuple of them)."""
 
@@ -219,7 +211,7 @@ def plan_batches(data: EvalData, indices: Sequence[int], batch_size: int) -> Eva
         order = sorted(range(len(examples)), key=lambda i: (examples[i].length, i))
         batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
         return EvalBatches(ExampleDataset(examples, data.root, data.backend, data.processor, skip_bad=data.skip_bad, source=data.source), batches, list(indices), packed=False)
-    packing = PackingData.from_examples(examples, lambda frames: data.backend.packed_prefix_length(data.processor, frames), data.pack.max_length)
+    packing = PackingData.from_examples(examples, lambda frames, fps=None: data.backend.packed_prefix_length(data.processor, frames, fps), data.pack.max_length)
     sequences = [sequence for group in packing.groups for sequence in packing.fit(group)]
     sequences.sort(key=lambda sequence: (packing.sequence_length(sequence), sequence))
     batches = [sequences[start : start + batch_size] for start in range(0, len(sequences), batch_size)]
@@ -276,9 +268,9 @@ def evaluate_loss(
                 if batch is None:
                     task.advance(len(bad))
                     continue
-                batch = {key: value.to(device) for key, value in batch.items()}
+                batch = with_block_mask({key: value.to(device) for key, value in batch.items()})
                 labels = batch.pop("labels")
-                keep = answer_positions(spans).to(device)
+                keep = label_positions(labels)  # the answer spans are exactly the labelled tokens
                 logits = model(**batch, logits_to_keep=keep).logits.float()  # (B, len(keep), V)
                 targets = labels[:, keep + 1]
                 token_loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100, reduction="none")

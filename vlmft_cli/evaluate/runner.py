@@ -61,7 +61,7 @@ def load_model(target: EvalTarget, reporter: Reporter) -> LoadedForEval:
     settings = target.settings
     device = pick_device(target.profile)
     backend = backend_for(settings.model, settings.backend)
-    attention = select_attention(settings.attention, reporter)
+    attention = select_attention(settings.attention, reporter, backend)
     loaded = backend.load(settings.model, load_options(settings, attention, device), settings.home)
     loaded.processor = apply_system_prompt(backend, loaded.processor, settings.system_prompt)
     model = loaded.model

@@ -57,6 +57,8 @@ class EvalRequest:
     runs_dir: Path = Path("experiments")  # where `latest` and run names are looked up
     home: Path | None = None
     profile: str | None = None
+    settings: dict[str, Any] | None = None  # other settings given on the command line (`vlmft chat`)
+    needs_data: bool = True  # False: no data folder is evaluated (`vlmft chat`)
 
 
 @dataclass(frozen=True)
@@ -125,12 +127,12 @@ def _checkpoint_settings(request: EvalRequest, checkpoint: runs.Checkpoint, repo
         inputs = {key: STAGE_DEFAULTS[stage][key] for key in INPUT_KEYS}
         over_stored = (inputs, SOURCE_STAGE.format(stage=stage))
         reporter.info(f"the run trained stage {trained_stage}; stage-{stage} data is evaluated with that stage's defaults " + ", ".join(f"{key} {value}" for key, value in inputs.items()))
-    flags = {"data": request.data, "home": request.home, "backend": request.backend}
+    flags = {**(request.settings or {}), "data": request.data, "home": request.home, "backend": request.backend}
     return resolve_settings(stage=stage, profile=request.profile, cli=flags, stored=stored, over_stored=over_stored)
 
 
 def _base_model_settings(request: EvalRequest) -> ResolvedSettings:
-    cli = {"model": request.model, "backend": request.backend, "data": request.data, "home": request.home, "out": request.runs_dir}
+    cli = {**(request.settings or {}), "model": request.model, "backend": request.backend, "data": request.data, "home": request.home, "out": request.runs_dir}
     return resolve_settings(stage=request.stage or 1, profile=request.profile, cli=cli)
 
 
@@ -152,7 +154,7 @@ def resolve_target(request: EvalRequest, reporter: Reporter | None = None) -> Ev
         checkpoint = runs.resolve_checkpoint(request.runs_dir, str(request.checkpoint), reporter=reporter)
         resolved = _checkpoint_settings(request, checkpoint, reporter)
     settings, profile = resolved.settings, resolved.profile
-    if settings.data is None:
+    if settings.data is None and request.needs_data:
         raise ConfigError("no data folder to evaluate on: pass --data DIR (what `vlmft data extract` wrote)")
     folder = output_folder_name(settings.stage, request.split, checkpoint.step if checkpoint else 0, request.limit, request.eval_limit)
     if request.out is not None:

@@ -1,13 +1,19 @@
 """The stage-1 packed batch plan: which QAs share a sequence, step and micro-batch, as a pure function of
 (seed, epoch, the data) so a resumed run replays it without reading a frame.
 
-One epoch: shuffle the videos, stream their QAs (data order within a video), cut the stream into optimizer
-steps of exactly `global_batch_size` QAs (the last may be short). Inside a step, the QAs of one video
+One epoch: shuffle the videos, stream their QAs (data order within a video), and cut the stream into
+`ceil(QAs / global_batch_size)` optimizer steps at video boundaries: the k-th cut is the video boundary
+nearest to k × `global_batch_size` QAs (`step_cuts`), so a step holds whole videos, about
+`global_batch_size` QAs (± half a video; exactly that many on average) and a video's frames are encoded
+once. Only a video with more QAs than the global batch is cut inside, at the multiples of it. The step
+count, and so the schedule counted in QAs, is the same as cutting every `global_batch_size` QAs.
+Inside a step, the QAs of one video
 form one packed sequence, `[frames][QA 1][QA 2]…`, split into several where `max_length` requires (never
 cutting a QA or the frames). The step's sequences are then dealt into a fixed number of micro-batches
 with near-equal QA counts, largest first, splitting the biggest sequence while there are fewer sequences
 than micro-batches. Every full step has the same number of micro-batches (the Trainer's accumulation);
-the last has `min(that, its QAs)`, so the count per epoch depends on the data size alone.
+the last has `min(that, QAs - (steps - 1) × global_batch_size)`, so the count per epoch depends on the data
+size alone (a cut never leaves a step fewer QAs than its micro-batches).
 
 Because the Trainer divides the summed answer-token loss of a step by the step's label tokens
 (`num_items_in_batch`), a step's objective equals the unpacked one over the same QAs, however they
@@ -66,8 +72,10 @@ class PackingData:
     max_length: int
 
     @classmethod
-    def from_examples(cls, examples: Sequence[Example], prefix_length: Callable[[int], int], max_length: int) -> PackingData:
-        """Group examples by video and frames; `prefix_length(num_frames)` gives the shared prefix's tokens."""
+    def from_examples(cls, examples: Sequence[Example], prefix_length: Callable[..., int], max_length: int) -> PackingData:
+        """Group examples by video and frames; `prefix_length(num_frames, fps)` gives the shared prefix's
+        tokens for frames at that rate (Qwen3-VL writes timestamps into it), `prefix_length(num_frames)`
+        when the examples carry no rate."""
         index_of: dict[tuple[str, tuple[str, ...]], int] = {}
         groups: list[list[int]] = []
         for index, example in enumerate(examples):
@@ -76,13 +84,13 @@ class PackingData:
                 index_of[key] = len(groups)
                 groups.append([])
             groups[index_of[key]].append(index)
-        prefixes: dict[int, int] = {}
+        prefixes: dict[tuple[int, float | None], int] = {}
         prefix_lengths = []
         for group in groups:
-            frames = len(examples[group[0]].images)
-            if frames not in prefixes:
-                prefixes[frames] = prefix_length(frames)
-            prefix_lengths.append(prefixes[frames])
+            frames, fps = len(examples[group[0]].images), examples[group[0]].fps
+            if (frames, fps) not in prefixes:
+                prefixes[frames, fps] = prefix_length(frames) if fps is None else prefix_length(frames, fps)
+            prefix_lengths.append(prefixes[frames, fps])
         group_of = [0] * len(examples)
         block_lengths = [0] * len(examples)
         for number, group in enumerate(groups):
@@ -190,13 +198,52 @@ def deal(data: PackingData, sequences: list[PackedSequence], count: int) -> list
     return batches
 
 
+def step_cuts(group_of: Sequence[int], stream: Sequence[int], global_batch_size: int, need_full: int, need_last: int) -> list[int]:
+    """Where the epoch's QA `stream` is cut into steps: for k = 1 … steps − 1 the position nearest to
+    k × `global_batch_size` among the video boundaries (and, inside a video with more QAs than the global
+    batch, every position), leaving every step at least `need_full` QAs and the last `need_last`. Ties go
+    to the earlier position. Should no boundary fit those bounds, the nearest position within them is cut."""
+    import bisect
+
+    total = len(stream)
+    steps = math.ceil(total / global_batch_size) if total else 0
+    candidates: list[int] = []
+    start = 0
+    for end in range(1, total + 1):
+        if end == total or group_of[stream[end]] != group_of[stream[start]]:
+            if end - start > global_batch_size:
+                candidates.extend(range(max(start, 1), end))
+            elif start:
+                candidates.append(start)
+            start = end
+    cuts: list[int] = []
+    previous = 0
+    for k in range(1, steps):
+        target = k * global_batch_size
+        low, high = previous + need_full, total - need_last - (steps - 1 - k) * need_full
+        first, last = bisect.bisect_left(candidates, low), bisect.bisect_right(candidates, high)
+        here = bisect.bisect_left(candidates, target, first, last)
+        near = [candidates[i] for i in (here - 1, here) if first <= i < last]
+        cut = min(near, key=lambda c: (abs(c - target), c)) if near else min(max(target, low), high)
+        cuts.append(cut)
+        previous = cut
+    return cuts
+
+
 def plan_epoch(data: PackingData, *, seed: int, epoch: int, global_batch_size: int, per_step: int, world_size: int = 1) -> list[list[MicroBatch]]:
-    """The epoch's optimizer steps, each a list of micro-batches (`per_step` for every device together)."""
+    """The epoch's optimizer steps, each a list of micro-batches (`per_step` for every device together),
+    cut at video boundaries (`step_cuts`)."""
     stream = [qa for group in video_order(len(data.groups), seed, epoch) for qa in data.groups[group]]
+    if not stream:
+        return []
+    count = math.ceil(len(stream) / global_batch_size)
+    full = micro_batches_in_step(global_batch_size, per_step, world_size)
+    last = micro_batches_in_step(len(stream) - (count - 1) * global_batch_size, per_step, world_size)
+    bounds = [0, *step_cuts(data.group_of, stream, global_batch_size, full, last), len(stream)]
     steps = []
-    for start in range(0, len(stream), global_batch_size):
-        qas = stream[start : start + global_batch_size]
-        steps.append(deal(data, step_sequences(data, qas), micro_batches_in_step(len(qas), per_step, world_size)))
+    for number, (start, end) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        qas = stream[start:end]
+        steps.append(deal(data, step_sequences(data, qas), last if number == count - 1 else full))
     return steps
 
 

@@ -69,7 +69,7 @@ def data_info(plan: Plan, known: dict[str, str] | None = None) -> DataInfo:
     files = {}
     for summary in plan.summaries:
         path = str(Path(summary.path).resolve())
-        files[summary.split] = DataFile(path=path, sha256=known.get(path) or sha256_file(summary.path), lines=summary.lines)
+        files[summary.split] = DataFile(path=path, sha256=known.get(path) or getattr(summary, "sha256", None) or sha256_file(summary.path), lines=summary.lines)
     return DataInfo(dir=str(Path(plan.settings.data).resolve()), files=files)
 
 
@@ -88,6 +88,7 @@ def new_record(plan: Plan, run: runs.Run, *, device: str, init: runs.Checkpoint 
         profile=plan.profile.name,
         parent=parent,
         pack=PackInfo(**plan.pack_record()),
+        gradient_checkpointing=plan.checkpointing.as_dict() if plan.checkpointing else None,
         data=data_info(plan),
         versions=versions(),
         hardware=hardware(device, plan.profile, plan.world),

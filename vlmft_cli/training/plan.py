@@ -33,10 +33,16 @@ class Plan:
     summaries: list[Any]  # pipeline.splits.DataSummary, train first
     packing: Any  # pipeline.packing.PackingData for stage 1, else None
     world: int = 1
+    checkpointing: Any = None  # dry_run.CheckpointingChoice: `gradient_checkpointing` made on/off (set by plan_run)
 
     @property
     def settings(self) -> Settings:
-        return self.resolved.settings
+        """The settings the run trains with: as resolved, with `gradient_checkpointing` on or off as decided
+        (`resolved.settings` keeps what was asked, `auto` included, for config.yaml)."""
+        settings = self.resolved.settings
+        if self.checkpointing is not None and settings.gradient_checkpointing != self.checkpointing.value:
+            return settings.model_copy(update={"gradient_checkpointing": self.checkpointing.value})
+        return settings
 
     @property
     def profile(self) -> Profile:
@@ -90,12 +96,24 @@ def plan_run(resolved: ResolvedSettings, reporter: Reporter, *, world: int = 1) 
     if settings.data is None:
         raise ConfigError("no data folder: pass --data DIR (what `vlmft data extract` wrote)")
     backend = backend_for(settings.model, settings.backend)
-    attention = select_attention(settings.attention, reporter)
+    attention = select_attention(settings.attention, reporter, backend)
     processor = apply_system_prompt(backend, backend.load_processor(settings.model, settings.home), settings.system_prompt)
     resolved, pack, dropped = _decide_pack(resolved, backend, attention, reporter)
     train, val, summaries = _read_splits(resolved.settings, backend, processor, reporter)
     packing = _packing_data(resolved.settings, backend, processor, train)
-    return Plan(resolved, backend, attention, processor, pack, dropped, train, val, summaries, packing, world)
+    plan = Plan(resolved, backend, attention, processor, pack, dropped, train, val, summaries, packing, world)
+    plan.checkpointing = _decide_checkpointing(plan, reporter)
+    return plan
+
+
+def _decide_checkpointing(plan: Plan, reporter: Reporter) -> Any:
+    """`gradient_checkpointing: auto` made on or off from the memory estimate of the largest micro-batch."""
+    from vlmft_cli.training.dry_run import resolve_checkpointing
+
+    choice = resolve_checkpointing(plan)
+    if choice.asked == "auto":
+        reporter.info(choice.line())
+    return choice
 
 
 def _decide_pack(resolved: ResolvedSettings, backend: Any, attention: Any, reporter: Reporter) -> tuple[ResolvedSettings, str, str | None]:
@@ -119,7 +137,26 @@ def _read_splits(settings: Settings, backend: Any, processor: Any, reporter: Rep
         raise DataError(f"no usable training examples in {train_summary.path}")
     loaded_val = load_split(settings, "val", backend, processor, reporter, required=False)
     val_examples, val_summary = loaded_val if loaded_val else ([], None)
-    return train_examples, val_examples, [train_summary, *([val_summary] if val_summary else [])]
+    summaries = [train_summary, *([val_summary] if val_summary else [])]
+    held = sum(examples.resident_bytes() for examples in (train_examples, val_examples) if hasattr(examples, "resident_bytes"))
+    rss = resident_memory_bytes()
+    reporter.info(
+        f"plan: {len(train_examples):,} training and {len(val_examples):,} val examples "
+        f"({', '.join(s.split + (' cached' if s.cached else ' read') for s in summaries)}), {held / 2**20:,.0f} MB held"
+        + (f"; process resident {rss / 2**20:,.0f} MB" if rss else "")
+    )
+    return train_examples, val_examples, summaries
+
+
+def resident_memory_bytes() -> int | None:
+    """This process's resident memory now (Linux `/proc/self/statm`), or None where it cannot be read."""
+    import os
+
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _packing_data(settings: Settings, backend: Any, processor: Any, examples: list[Any]) -> Any:
@@ -129,4 +166,4 @@ def _packing_data(settings: Settings, backend: Any, processor: Any, examples: li
 
     if settings.stage != 1 or not callable(getattr(backend, "packed_prefix_length", None)):
         return None
-    return PackingData.from_examples(examples, lambda frames: backend.packed_prefix_length(processor, frames), settings.max_length)
+    return PackingData.from_examples(examples, lambda frames, fps=None: backend.packed_prefix_length(processor, frames, fps), settings.max_length)

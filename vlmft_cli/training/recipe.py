@@ -49,14 +49,18 @@ def train(request: TrainRequest, reporter: Reporter | None = None) -> TrainResul
 
 
 def _new_run(request: TrainRequest, reporter: Reporter) -> TrainResult:
+    from vlmft_cli.training.arguments import report_to
     from vlmft_cli.training.lineage import resolve_init_adapter
 
-    plan = plan_run(absolute_paths(request.settings.resolve()), reporter, world=distributed.world_size())
+    resolved = absolute_paths(request.settings.resolve())
+    report_to(resolved.settings)  # a logger that cannot run fails now, not after the model has loaded
+    plan = plan_run(resolved, reporter, world=distributed.world_size())
     if request.dry_run:
         return dry_run_result(plan)
+    reporter.info(plan_line(plan))
     device = start_processes(plan)
     reporter = voice(reporter)
-    init = resolve_init_adapter(plan.settings, request.init_from, reporter)
+    init = resolve_init_adapter(plan.settings, request.starting_point(), reporter)
     run = runs.Run(distributed.on_rank_zero_then_share(partial(create_run, plan, device, init)))
     with lead_lock(run, reporter), recording_failure(run):
         session = _setup(plan, run, device, reporter, init_adapter=init.path if init else None, resume_from=None)
@@ -68,12 +72,16 @@ def _resume(request: TrainRequest, reporter: Reporter) -> TrainResult:
     if isinstance(found, NothingToResume):
         reporter.info(found.message)
         return TrainResult("already-finished", found.run.path, found.step, found.checkpoint, message=found.message)
+    from vlmft_cli.training.arguments import report_to
+
     resolved, reconciliation = reconcile_resume(request, found)
+    report_to(resolved.settings)
     plan = plan_run(resolved, reporter, world=distributed.world_size())
     for line in reconciliation.lines():
         reporter.info(line)
     if request.dry_run:
         return dry_run_result(plan, reconciliation.lines(), run_dir=found.run.path, step=found.checkpoint.step)
+    reporter.info(plan_line(plan))
     device = start_processes(plan)
     reporter = voice(reporter)
     with lead_lock(found.run, reporter), recording_failure(found.run):
@@ -91,6 +99,16 @@ def absolute_paths(resolved: ResolvedSettings) -> ResolvedSettings:
     settings = resolved.settings
     update = {key: Path(value).expanduser().resolve() for key in ("data", "out", "home") if (value := getattr(settings, key)) is not None}
     return ResolvedSettings(settings.model_copy(update=update), resolved.profile, resolved.sources)
+
+
+def plan_line(plan: Plan) -> str:
+    """What the run will do, printed before the model loads (the plan phase has said what it read)."""
+    qas = sum(example.num_qas for example in plan.train_examples)
+    packed = f", packed ({plan.packing.mean_qas_per_video:.2f} QAs per video)" if plan.packed else ""
+    return (
+        f"stage {plan.settings.stage}: {qas:,} QAs in {plan.optimizer_steps:,} optimizer steps, accumulation "
+        f"{plan.accumulation}{packed}; loading {plan.settings.model}"
+    )
 
 
 def experiments_folder(request: TrainRequest) -> Path:
@@ -138,7 +156,7 @@ def reopen_run(plan: Plan, target: ResumeTarget, verdict: Reconciliation) -> Non
         key: target.stored.sources.get(key, source) if source.startswith(f"{target.stored.origin} (") else source
         for key, source in plan.resolved.sources.items()
     }
-    atomic_write_text(target.run.path / runs.CONFIG_FILE, ResolvedSettings(plan.settings, plan.profile, stored_sources).document())
+    atomic_write_text(target.run.path / runs.CONFIG_FILE, ResolvedSettings(plan.resolved.settings, plan.profile, stored_sources).document())
     resumption = Resumption(
         step=target.checkpoint.step,
         at=runs.utc_now(),
@@ -154,6 +172,7 @@ def reopen_run(plan: Plan, target: ResumeTarget, verdict: Reconciliation) -> Non
         "resumed": [*record.resumed, resumption],
         "data": data_info(plan, known=verdict.data_digests),
         "pack": PackInfo(**plan.pack_record()),  # the accumulation follows the micro-batch and device count
+        "gradient_checkpointing": plan.checkpointing.as_dict() if plan.checkpointing else None,  # auto decides again
         "updated": runs.utc_now(),
     }
     write_record(target.run.path, record.model_copy(update={**changes, "stop_reason": None, "error": None}))

@@ -49,6 +49,15 @@ class TrainRequest:
     dry_run: bool = False
     force_new_settings: bool = False
 
+    def starting_point(self) -> str | None:
+        """Where stage 2 starts: `init_from` when given, else the recipe's `init_from`, else None (the
+        newest finished stage-1 run)."""
+        if self.init_from is not None or self.settings.recipe is None:
+            return self.init_from
+        from vlmft_cli.recipes import load_recipe
+
+        return load_recipe(self.settings.recipe).init_from
+
 
 @dataclass
 class TrainResult:

@@ -47,6 +47,7 @@ def build_datasets(plan: Plan, processor: Any) -> Datasets:
     from vlmft_cli.model_backend import pad_token_id
     from vlmft_cli.pipeline.dataset import Collator, ExampleDataset
     from vlmft_cli.pipeline.packed_dataset import PackedBatchSampler, PackedCollator, PackedDataset
+    from vlmft_cli.pipeline.padding_free import PaddingFreeCollator, padding_free
     from vlmft_cli.pipeline.sampling import SeededOrderSampler
     from vlmft_cli.runtime import dtype_for
 
@@ -68,6 +69,8 @@ def build_datasets(plan: Plan, processor: Any) -> Datasets:
         packed_collator = PackedCollator(plan.backend, pad_id, plan.attention.attn_implementation, dtype_for(settings.precision))
         return Datasets(train, eval_dataset, collator, None, batch_sampler, packed_collator, **evaluation)
     train = ExampleDataset(plan.train_examples, data, plan.backend, processor, skip_bad=True, source=source)
+    if padding_free(settings.stage, settings.micro_batch_size, plan.backend, plan.attention):  # stage 2 under flex: one unpadded row
+        collator = PaddingFreeCollator(plan.backend, pad_id, plan.attention.attn_implementation, dtype_for(settings.precision))
     # Grouped by the global batch, not by what one device takes, so the order is the same for any world size.
     sampler = SeededOrderSampler(train.lengths, settings.seed, group_size=settings.global_batch_size)
     return Datasets(train, eval_dataset, collator, sampler, None, None, **evaluation)
@@ -97,7 +100,7 @@ def build_session(plan: Plan, run: runs.Run, *, device: str, init_adapter: Any, 
 
     data = build_datasets(plan, loaded.processor)
     args = training_arguments(settings, run, accumulation=plan.accumulation, device=device, evaluates=data.eval is not None)
-    if settings.report_to == "tensorboard":
+    if "tensorboard" in settings.report_to.split(","):
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.logs_dir / "tensorboard")  # read by transformers' callback
     trainer = CurriculumTrainer(
         model=model, args=args, train_dataset=data.train, eval_dataset=data.eval, data_collator=data.collator,

@@ -31,6 +31,7 @@ from vlmft_cli import runs
 from vlmft_cli.errors import CheckpointError
 from vlmft_cli.evaluate.loss import EvalData, EvalResult, evaluate_loss
 from vlmft_cli.fsutil import replace_folder
+from vlmft_cli.label_loss import forward_with_loss, head_inputs
 from vlmft_cli.pipeline.dataset import EMPTY_KEY, SKIPPED_KEY, BadSample, QuietWorkerInit
 from vlmft_cli.pipeline.packed_dataset import STAT_KEYS
 from vlmft_cli.pipeline.sampling import SeededOrderSampler
@@ -93,8 +94,10 @@ class CurriculumTrainer(Trainer):
     #   so a resume replays it without reading data; the Trainer's own sampler is not.
     # - get_train_dataloader: a packed run's micro-batches come from our batch plan (a batch sampler).
     # - _run_epoch (private): see there.
+    # - _prepare_inputs: a flex_attention batch's mask ids become a BlockMask on the device.
     # - compute_loss: counts tokens and QAs for the metrics, drops the packed batch's counters, collects
-    #   the skipped samples and trains a placeholder micro-batch for a zero loss.
+    #   the skipped samples and trains a placeholder micro-batch for a zero loss; the loss runs the head
+    #   at labelled positions only (`vlmft_cli.label_loss`).
     # - training_step: notes a non-finite loss (read by `close_step`, from a callback before the update).
     # - evaluate: teacher-forced loss per task type with logits only at answer positions, on the
     #   checkpoint subset (`eval_limit`), and on the whole split at the last step.
@@ -124,6 +127,12 @@ class CurriculumTrainer(Trainer):
         )
         return self.accelerator.prepare(loader)
 
+    def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        # After the move to the device: a flex_attention batch's document/block ids become its BlockMask there.
+        from vlmft_cli.attention_masks import with_block_mask
+
+        return with_block_mask(super()._prepare_inputs(inputs))
+
     def _run_epoch(self, **kwargs: Any) -> Any:
         # The Trainer reaches the sampler's set_epoch through accelerate's wrappers, but not through both
         # the resume skipper and the DDP shard at once; setting it here keeps the plan's epoch right always.
@@ -143,16 +152,26 @@ class CurriculumTrainer(Trainer):
         self.tokens_seen += tokens
         self.samples_seen += samples
         self.step_samples += samples
-        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        outputs = forward_with_loss(model, inputs, num_items_in_batch)
+        loss = outputs.loss
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            # As the Trainer's own compute_loss: `num_items_in_batch` counts every process's label tokens,
+            # and DDP averages the gradients over the processes.
+            scale = self.accelerator.num_processes // getattr(self, "get_tp_size", lambda: 1)()
+            loss = loss * (scale if self.args.n_gpu <= 1 else self.args.n_gpu)
+        return (loss, outputs) if return_outputs else loss
 
     @staticmethod
     def _placeholder_loss(model: Any, inputs: dict[str, Any], return_outputs: bool) -> Any:
         """Every sample of the micro-batch was skipped: a forward over the one-token placeholder, for a loss
         of exactly zero that still reaches every trained parameter. The step's other micro-batches train as
         usual (their loss is normalised by the step's label tokens, which the placeholder has none of), and
-        under DDP this rank's backward still takes part in the gradient reduction."""
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-        loss = outputs.logits.float().sum() * 0.0
+        under DDP this rank's backward still takes part in the gradient reduction. The head is not run:
+        the zero is taken from the hidden states it would have been handed."""
+        with head_inputs(model) as hidden:
+            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], logits_to_keep=1)
+        loss = hidden[0].float().sum() * 0.0
+        outputs.loss = loss
         return (loss, outputs) if return_outputs else loss
 
     def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
