@@ -32,5 +32,5 @@ def test_the_plan_is_printed_before_the_model_loads(processed_data, vlmft_home, 
     load = reporter.infos.index("<model load>")
     before = reporter.infos[:load]
     assert before[0].startswith(f"plan: {len(lines)} training and ")  # the first line is what was read
-    expected = f"stage 1: {qas:,} QAs in {-(-qas // 4):,} optimizer steps, accumulation 2; loading tiny-internvl3"
-    assert any(line.startswith(expected) for line in before), before
+    expected = f"stage 1: {qas:,} QAs in {-(-qas // 4):,} optimizer steps, accumulation 2; gradient checkpointing: off ("
+    assert any(line.startswith(expected) and line.endswith("; loading tiny-internvl3") for line in before), before

@@ -90,6 +90,7 @@ def plan_run(resolved: ResolvedSettings, reporter: Reporter, *, world: int = 1) 
     from vlmft_cli.backends import backend_for
     from vlmft_cli.chat_pieces import apply_system_prompt
     from vlmft_cli.runtime import quiet_libraries
+    from vlmft_cli.training.dry_run import resolve_checkpointing
 
     quiet_libraries()
     settings = resolved.settings
@@ -102,18 +103,10 @@ def plan_run(resolved: ResolvedSettings, reporter: Reporter, *, world: int = 1) 
     train, val, summaries = _read_splits(resolved.settings, backend, processor, reporter)
     packing = _packing_data(resolved.settings, backend, processor, train)
     plan = Plan(resolved, backend, attention, processor, pack, dropped, train, val, summaries, packing, world)
-    plan.checkpointing = _decide_checkpointing(plan, reporter)
+    # `auto` made on or off from the memory estimate of the largest micro-batch; the dry run shows the
+    # choice, and a run says it in the line it prints before the model loads.
+    plan.checkpointing = resolve_checkpointing(plan)
     return plan
-
-
-def _decide_checkpointing(plan: Plan, reporter: Reporter) -> Any:
-    """`gradient_checkpointing: auto` made on or off from the memory estimate of the largest micro-batch."""
-    from vlmft_cli.training.dry_run import resolve_checkpointing
-
-    choice = resolve_checkpointing(plan)
-    if choice.asked == "auto":
-        reporter.info(choice.line())
-    return choice
 
 
 def _decide_pack(resolved: ResolvedSettings, backend: Any, attention: Any, reporter: Reporter) -> tuple[ResolvedSettings, str, str | None]:

@@ -107,7 +107,7 @@ def plan_line(plan: Plan) -> str:
     packed = f", packed ({plan.packing.mean_qas_per_video:.2f} QAs per video)" if plan.packed else ""
     return (
         f"stage {plan.settings.stage}: {qas:,} QAs in {plan.optimizer_steps:,} optimizer steps, accumulation "
-        f"{plan.accumulation}{packed}; loading {plan.settings.model}"
+        f"{plan.accumulation}{packed}; {plan.checkpointing.line()}; loading {plan.settings.model}"
     )
 
 
