@@ -169,7 +169,9 @@ def measure_startup(options: StartupOptions, reporter: Reporter | None = None, o
     """Stand-ins, then per line count `repeat` × (new run, resume); see the module docstring.
     `on_progress(document)` is called after each line count (to write what is measured so far)."""
     from vlmft_cli.bench.device import device_info
+    from vlmft_cli.runtime import quiet_libraries
 
+    quiet_libraries()  # the model-load measurement imports bitsandbytes, which logs about a missing package
     reporter = reporter or NullReporter()
     work = Path(options.work) if options.work else Path(tempfile.mkdtemp(prefix="vlmft-bench-startup-"))
     keep = options.work is not None
@@ -192,52 +194,62 @@ def measure_startup(options: StartupOptions, reporter: Reporter | None = None, o
     )
     try:
         home = work / "home"
-        load = [_model_load(options.model, home, options.timeout_s) for _ in range(options.repeat)]
-        model_load_s = statistics.median(launch.first_step_s for launch in load)
-        for lines in options.lines:
-            data, actual = _standin(work, lines, reporter)
-            runs: dict[str, list[Launch]] = {"start": [], "resume": []}
-            for attempt in range(options.repeat):
-                reporter.info(f"{actual:,} lines: run {attempt + 1} of {options.repeat}")
-                out = work / f"runs-{lines}-{attempt}"
-                shutil.rmtree(out, ignore_errors=True)
-                shutil.rmtree(home / "plan-cache", ignore_errors=True)
-                metrics = "*/logs/train_metrics.csv"
-                runs["start"].append(
-                    launch_to_step(
-                        _train(data, out, home, options.model), out, metrics, stop=True, timeout_s=options.timeout_s
-                    )
-                )
-                resume = _train(data, out, home, options.model, "--resume", "latest")
-                runs["resume"].append(launch_to_step(resume, out, metrics, stop=True, timeout_s=options.timeout_s))
-                shutil.rmtree(out, ignore_errors=True)
-            for phase, launches in runs.items():
-                first = statistics.median(launch.first_step_s for launch in launches)
-                document.entries.append(
-                    Entry(
-                        key={"lines": actual, "phase": phase},
-                        metrics={
-                            "first_step_s": significant(first),
-                            "first_step_minus_model_load_s": significant(first - model_load_s),
-                            "model_load_s": significant(model_load_s),
-                            "peak_rss_mb": significant(statistics.median(launch.peak_rss_mb for launch in launches)),
-                            "cpu_s": significant(statistics.median(launch.cpu_s for launch in launches)),
-                        },
-                        details={
-                            "first_step_s_all": [round(launch.first_step_s, 2) for launch in launches],
-                            "cpu_s_all": [round(launch.cpu_s, 2) for launch in launches],
-                            "step_reached": [launch.step for launch in launches],
-                            "target_s": RESUME_TARGET_S if phase == "resume" else FIRST_STEP_TARGET_S,
-                        },
-                    )
-                )
-            if on_progress is not None:
-                on_progress(document)
+        launches = options.repeat * (1 + 2 * len(options.lines))
+        with reporter.progress("bench startup", total=launches, unit="launches") as task:
+            _measure_all(options, work, home, document, reporter, task, on_progress)
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
     document.parameters["load_average_after"] = list(os.getloadavg())
     return document
+
+
+
+def _measure_all(options: StartupOptions, work: Path, home: Path, document: BenchDocument, reporter: Reporter, task: Any, on_progress: Any) -> None:
+    """The model-load launches, then per line count its stand-in and `repeat` × (new run, resume); each
+    launch advances `task`, and the entries go into `document`."""
+    load = []
+    for _ in range(options.repeat):
+        load.append(_model_load(options.model, home, options.timeout_s))
+        task.advance()
+    model_load_s = statistics.median(launch.first_step_s for launch in load)
+    for lines in options.lines:
+        data, actual = _standin(work, lines, reporter)
+        runs: dict[str, list[Launch]] = {"start": [], "resume": []}
+        for attempt in range(options.repeat):
+            reporter.info(f"{actual:,} lines: run {attempt + 1} of {options.repeat}")
+            out = work / f"runs-{lines}-{attempt}"
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(home / "plan-cache", ignore_errors=True)
+            metrics = "*/logs/train_metrics.csv"
+            runs["start"].append(launch_to_step(_train(data, out, home, options.model), out, metrics, stop=True, timeout_s=options.timeout_s))
+            task.advance()
+            resume = _train(data, out, home, options.model, "--resume", "latest")
+            runs["resume"].append(launch_to_step(resume, out, metrics, stop=True, timeout_s=options.timeout_s))
+            task.advance()
+            shutil.rmtree(out, ignore_errors=True)
+        for phase, launches in runs.items():
+            first = statistics.median(launch.first_step_s for launch in launches)
+            document.entries.append(
+                Entry(
+                    key={"lines": actual, "phase": phase},
+                    metrics={
+                        "first_step_s": significant(first),
+                        "first_step_minus_model_load_s": significant(first - model_load_s),
+                        "model_load_s": significant(model_load_s),
+                        "peak_rss_mb": significant(statistics.median(launch.peak_rss_mb for launch in launches)),
+                        "cpu_s": significant(statistics.median(launch.cpu_s for launch in launches)),
+                    },
+                    details={
+                        "first_step_s_all": [round(launch.first_step_s, 2) for launch in launches],
+                        "cpu_s_all": [round(launch.cpu_s, 2) for launch in launches],
+                        "step_reached": [launch.step for launch in launches],
+                        "target_s": RESUME_TARGET_S if phase == "resume" else FIRST_STEP_TARGET_S,
+                    },
+                )
+            )
+        if on_progress is not None:
+            on_progress(document)
 
 
 def startup_rows(document: BenchDocument) -> list[list[Any]]:

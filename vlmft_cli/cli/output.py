@@ -121,12 +121,15 @@ class _PlainTask:
         self.completed = 0.0
         self.fields: dict[str, Any] = {}
         self._started = self._last = time.monotonic()
+        self._logged: tuple[float, float | None] | None = None  # (completed, total) of the last line logged
 
     def _maybe_log(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._last < PLAIN_PROGRESS_INTERVAL_S:
             return
-        self._last = now
+        if force and self._logged == (self.completed, self.total):
+            return  # the closing line would repeat the last one
+        self._last, self._logged = now, (self.completed, self.total)
         rate = self.completed / max(now - self._started, 1e-9)
         left = f", ETA {format_duration((self.total - self.completed) / rate)}" if self.total and 0 < self.completed < self.total else ""
         extra = f" {_format_fields(self.fields)}" if self.fields else ""
