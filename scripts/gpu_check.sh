@@ -19,7 +19,8 @@
 # folder). A part that fails or runs out of time is recorded and the rest still run; exit code 1 if any
 # failed. Compare machines with `vlmft bench compare A/step-internvl3-stage1.json B/…` (from logs.tar.gz).
 #
-# Knobs (environment): PYTHON (python3), BUNDLE (gpu-bundle), WORK, PROFILE (h200; cpu with --cpu), STEPS (3).
+# Knobs (environment): PYTHON (python3), BUNDLE (gpu-bundle), WORK, PROFILE (h200; cpu with --cpu), STEPS (3),
+# CHECKPOINTING (off: gradient checkpointing in the step benches).
 set -uo pipefail
 
 CPU=0
@@ -32,6 +33,7 @@ PY=${PYTHON:-python3}
 BUNDLE=${BUNDLE:-gpu-bundle}
 WORK=${WORK:-$(mktemp -d /tmp/vlmft-gpu-check.XXXXXX)}
 STEPS=${STEPS:-3}
+CHECKPOINTING=${CHECKPOINTING:-off}
 if ((CPU)); then PROFILE=${PROFILE:-cpu}; else PROFILE=${PROFILE:-h200}; fi
 if ((CPU)); then SETUP=(120 120 120); else SETUP=(30 30 20); fi  # install, environment, plugins (seconds)
 
@@ -100,7 +102,10 @@ part attention "${LIMITS[0]}" "${VLMFT[@]}" bench attention --backward "${ATTENT
 for spec in "${STEP_PARTS[@]}"; do
     name=${spec%%|*}
     read -r -a args <<<"${spec#*|}"
-    part "step-$name" "${LIMITS[1]}" "${VLMFT[@]}" bench step "${args[@]}" --profile "$PROFILE" --steps "$STEPS" --out "$LOGS/step-$name.json"
+    # The profile says `gradient_checkpointing: auto`, which training decides from its plan's memory estimate
+    # (off for these micro-batches on the h200 profile: `vlmft train --dry-run` shows it); the bench has no
+    # plan and would take auto as on, so the choice training makes is passed (CHECKPOINTING to change it).
+    part "step-$name" "${LIMITS[1]}" env VLMFT_GRADIENT_CHECKPOINTING="$CHECKPOINTING" "${VLMFT[@]}" bench step "${args[@]}" --profile "$PROFILE" --steps "$STEPS" --out "$LOGS/step-$name.json"
 done
 part train "${LIMITS[2]}" bash -c '"$@" train --stage 1 --data "'"$BUNDLE"'/data" --profile "'"$PROFILE"'" --model tiny-internvl3 --max-steps '"$TRAIN_STEPS"' \
     --global-batch-size 8 --save-steps '"$TRAIN_STEPS"' --out "'"$WORK"'/experiments" && "$@" ckpt list --json --out "'"$WORK"'/experiments" > "'"$LOGS"'/train.json"' _ "${VLMFT[@]}"
