@@ -121,15 +121,13 @@ class _PlainTask:
         self.completed = 0.0
         self.fields: dict[str, Any] = {}
         self._started = self._last = time.monotonic()
-        self._logged: tuple[float, float | None] | None = None  # (completed, total) of the last line logged
+        self._logged: str | None = None  # the last line printed
 
     def _maybe_log(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._last < PLAIN_PROGRESS_INTERVAL_S:
             return
-        if force and self._logged == (self.completed, self.total):
-            return  # the closing line would repeat the last one
-        self._last, self._logged = now, (self.completed, self.total)
+        self._last = now
         rate = self.completed / max(now - self._started, 1e-9)
         left = f", ETA {format_duration((self.total - self.completed) / rate)}" if self.total and 0 < self.completed < self.total else ""
         extra = f" {_format_fields(self.fields)}" if self.fields else ""
@@ -139,7 +137,11 @@ class _PlainTask:
         else:
             of_total = f"/{self.total:g}" if self.total else ""
             done = f"{self.completed:g}{of_total} {self.unit} ({rate:.3g} {self.unit}/s{left})"
-        err_console.print(f"{self.description}: {done}{extra}", markup=False)
+        line = f"{self.description}: {done}{extra}"
+        if force and line == self._logged:
+            return  # the closing line would repeat the last one word for word
+        self._logged = line
+        err_console.print(line, markup=False)
 
     def advance(self, amount: float = 1, **fields: Any) -> None:
         self.completed += amount
