@@ -5,7 +5,14 @@ import os
 
 import pytest
 
-from vlmft_cli.fsutil import atomic_write_json, atomic_write_text, replace_folder, sha256_file, staged_folder
+from vlmft_cli.fsutil import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    replace_folder,
+    sha256_file,
+    staged_folder,
+)
 
 
 def test_atomic_write_leaves_only_the_file_with_the_umask_permissions(tmp_path):
@@ -24,8 +31,9 @@ def test_the_temporary_file_can_live_elsewhere_and_a_failure_leaves_nothing(tmp_
     temp_dir.mkdir()
     atomic_write_text(out / "m.txt", "x", temp_dir=temp_dir)
     assert (out / "m.txt").read_text() == "x" and not any(temp_dir.iterdir())
-    with pytest.raises(TypeError):
-        atomic_write_text(out / "m.txt", None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):  # the write itself fails, after the temporary file was made
+        atomic_write_bytes(out / "m.txt", None, temp_dir=temp_dir)  # type: ignore[arg-type]
+    assert not any(temp_dir.iterdir())
     assert [p.name for p in out.iterdir()] == ["m.txt"] and (out / "m.txt").read_text() == "x"
 
 

@@ -104,3 +104,18 @@ def dense_allowed(ids: torch.Tensor) -> torch.Tensor:
     same_document = document == document.transpose(1, 2)
     visible = (block.transpose(1, 2) == 0) | (block == block.transpose(1, 2))
     return ((kv <= q) & same_document & visible)[:, None]
+
+
+def dense_mask(ids: torch.Tensor, attn_implementation: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """`dense_allowed` of (B, 2, T) ids as `attn_implementation` takes a caller-built mask (`as_dense_mask`)."""
+    return as_dense_mask(dense_allowed(ids), attn_implementation, dtype)
+
+
+def as_dense_mask(allowed: torch.Tensor, attn_implementation: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A boolean "may attend" matrix as `attn_implementation` takes it: as is (True = attend) for sdpa,
+    additive in `dtype` (0 / dtype min) for eager."""
+    if attn_implementation == "sdpa":
+        return allowed
+    if attn_implementation == "eager":
+        return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    raise ValueError(f"attention {attn_implementation!r} takes no dense mask (use sdpa or eager)")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmft_cli.ckpt.merge import MERGE_INFO
+from vlmft_cli.data.layout import METADATA_FILE
 from vlmft_cli.errors import ConfigError
 from vlmft_cli.evaluate.target import EvalRequest, EvalTarget, is_base_model, resolve_target
 from vlmft_cli.model_backend import Turn
@@ -90,7 +91,7 @@ def frame_size(size: int | None, data: Path | None) -> int | None:
     if size is not None:
         return size or None
     try:
-        recorded = json.loads((Path(data) / "metadata.json").read_text(encoding="utf-8"))["options"]["size"] if data else None
+        recorded = json.loads((Path(data) / METADATA_FILE).read_text(encoding="utf-8"))["options"]["size"] if data else None
     except (OSError, ValueError, KeyError, TypeError):
         recorded = None
     return recorded if isinstance(recorded, int) and recorded > 0 else DEFAULT_SIZE
@@ -186,18 +187,13 @@ class ChatSession:
         batch = left_pad([prompt], self.pad_id)
         encoded = time.monotonic()
         model, device, options = self.loaded.model, self.loaded.device, self.generation
-        if options.greedy:
-            new_tokens = generate_padded(model, batch, pad_token_id=self.pad_id, stop_ids=self.stop_ids, max_new_tokens=options.max_new_tokens, device=device)[0]
-        else:
+        sampling = None
+        if not options.greedy:
             torch.manual_seed(options.seed + len(self.history))
-            inputs = {key: value.to(device) for key, value in batch.items()}
             sampling = {"temperature": options.temperature, **({"top_p": options.top_p} if options.top_p is not None else {})}
-            with torch.no_grad():
-                output = model.generate(
-                    **inputs, do_sample=True, num_beams=1, max_new_tokens=options.max_new_tokens,
-                    eos_token_id=list(self.stop_ids), pad_token_id=self.pad_id, **sampling,
-                )  # fmt: skip
-            new_tokens = output[0, inputs["input_ids"].shape[1] :].tolist()
+        new_tokens = generate_padded(
+            model, batch, pad_token_id=self.pad_id, stop_ids=self.stop_ids, max_new_tokens=options.max_new_tokens, device=device, sampling=sampling
+        )[0]
         answer = decode_answer(self.tokenizer, new_tokens, self.stop_ids)
         done = time.monotonic()
         self.history += [Turn("user", question), Turn("assistant", answer)]

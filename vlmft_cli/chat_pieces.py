@@ -16,8 +16,8 @@ backend's official fine-tuning default, any other text = that text.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -106,6 +106,32 @@ def check_turns(turns: Sequence[Turn], *, ends_with: str) -> None:
             )
     if turns[-1].role != ends_with:
         raise ValueError(f"the conversation must end with a {ends_with} turn, not {turns[-1].role}")
+
+
+def qa_pairs(turns: Sequence[Turn]) -> list[tuple[Turn, Turn]]:
+    """The (user, assistant) pairs of a conversation that ends with an answer."""
+    check_turns(turns, ends_with="assistant")
+    return [(turns[i], turns[i + 1]) for i in range(0, len(turns), 2)]
+
+
+def split_shared_prefix(
+    conversations: Sequence[Sequence[Piece]], prefix_end: Callable[[Sequence[Piece]], int]
+) -> tuple[list[Piece], list[list[Piece]]]:
+    """Shared-prefix packing's split of one-QA conversations' pieces (each as its unpacked sample renders):
+    (the prefix they all share, each one's pieces after it with the answer renumbered to its block index).
+    `prefix_end(pieces)` is the index of a conversation's first piece after the prefix."""
+    prefix: list[Piece] | None = None
+    blocks: list[list[Piece]] = []
+    for index, pieces in enumerate(conversations):
+        cut = prefix_end(pieces)
+        if prefix is None:
+            prefix = list(pieces[:cut])
+        elif list(pieces[:cut]) != prefix:
+            raise ValueError("the QAs of a packed sequence must share the same prefix")
+        blocks.append([replace(piece, answer=index) if piece.answer is not None else piece for piece in pieces[cut:]])
+    if prefix is None:
+        raise ValueError("a packed sequence needs at least one QA")
+    return prefix, blocks
 
 
 def chatml_pieces(

@@ -22,30 +22,14 @@ from pathlib import Path
 from typing import Any
 
 
-def atomic_write_text(path: Path, text: str, *, temp_dir: Path | None = None) -> None:
+def atomic_write_bytes(path: Path, data: bytes, *, temp_dir: Path | None = None) -> None:
     """Write to a temporary file, fsync, then rename it to `path`: readers never see half a file.
 
     The temporary file lies beside `path`, or in `temp_dir` (on the same file system) where a writer
     that can be killed must not leave strays beside its output (extraction's work folder). The file gets
-    the umask's permissions, as `Path.write_text` would give it (not mkstemp's 0600)."""
+    the umask's permissions, as `Path.write_bytes` would give it (not mkstemp's 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = (temp_dir or path.parent) / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """`atomic_write_text` for bytes: a temporary file beside `path`, fsynced, renamed over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -56,6 +40,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str, *, temp_dir: Path | None = None) -> None:
+    """`text` in UTF-8, written with `atomic_write_bytes`."""
+    atomic_write_bytes(path, text.encode("utf-8"), temp_dir=temp_dir)
 
 
 def atomic_write_json(path: Path, data: Any, *, ensure_ascii: bool = True, temp_dir: Path | None = None) -> None:

@@ -135,6 +135,24 @@ def packaged_files(kind: Kind, suffixes: tuple[str, ...]) -> list[PackagedFile]:
     return found
 
 
+def named_files(kind: Kind, suffixes: tuple[str, ...], user_folder: Any, noun: str) -> dict[str, PackagedFile]:
+    """Every file of a data kind by name: the packaged ones (two distributions shipping a name is a
+    `ConfigError` naming both), then those in `user_folder`, which replace a packaged one of their name."""
+    chosen: dict[str, PackagedFile] = {}
+    for found in packaged_files(kind, suffixes):
+        previous = chosen.get(found.name)
+        if previous is not None:
+            from vlmft_cli.errors import ConfigError
+
+            raise ConfigError(f"{noun} {found.name!r} is shipped twice: by {previous.origin} and by {found.origin}")
+        chosen[found.name] = found
+    if user_folder.is_dir():
+        for path in sorted(user_folder.iterdir()):
+            if path.suffix in suffixes and path.is_file():
+                chosen[path.stem] = PackagedFile(path.stem, f"user folder {user_folder}", str(path), path.read_text)
+    return dict(sorted(chosen.items()))
+
+
 def reset_cache() -> None:
     """Forget discovered plugins (after installing one, or in tests)."""
     _discover_once.cache_clear()

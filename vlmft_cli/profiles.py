@@ -93,40 +93,9 @@ def parse_profile(text: str, *, name: str, origin: str, path: str) -> Profile:
     return Profile(name=name, origin=origin, path=path, spec=spec)
 
 
-@dataclass(frozen=True)
-class _Candidate:
-    name: str
-    origin: str
-    path: str
-    read: Any  # () -> str
-
-
-def _plugin_candidates() -> list[_Candidate]:
-    return [_Candidate(f.name, f.origin, f.path, f.read) for f in plugins.packaged_files("profiles", PROFILE_SUFFIXES)]
-
-
-def _user_candidates() -> list[_Candidate]:
-    folder = user_profiles_dir()
-    if not folder.is_dir():
-        return []
-    return [
-        _Candidate(p.stem, f"user folder {folder}", str(p), p.read_text)
-        for p in sorted(folder.iterdir())
-        if p.suffix in PROFILE_SUFFIXES and p.is_file()
-    ]
-
-
-def available_profiles() -> dict[str, _Candidate]:
-    """Every profile name and where it comes from (user folder first, then plugins)."""
-    chosen: dict[str, _Candidate] = {}
-    for candidate in _plugin_candidates():
-        previous = chosen.get(candidate.name)
-        if previous is not None:
-            raise ConfigError(f"profile {candidate.name!r} is shipped twice: by {previous.origin} and by {candidate.origin}")
-        chosen[candidate.name] = candidate
-    for candidate in _user_candidates():
-        chosen[candidate.name] = candidate
-    return dict(sorted(chosen.items()))
+def available_profiles() -> dict[str, plugins.PackagedFile]:
+    """Every profile name and where it comes from (a user profile replaces a packaged one of its name)."""
+    return plugins.named_files("profiles", PROFILE_SUFFIXES, user_profiles_dir(), "profile")
 
 
 def load_profile(name_or_path: str) -> Profile:

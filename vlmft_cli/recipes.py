@@ -60,18 +60,7 @@ def parse_recipe(text: str, *, name: str, origin: str, path: str) -> Recipe:
 
 def available_recipes() -> dict[str, plugins.PackagedFile]:
     """Every recipe name and where it comes from (a user recipe replaces a packaged one of its name)."""
-    chosen: dict[str, plugins.PackagedFile] = {}
-    for found in plugins.packaged_files("recipes", RECIPE_SUFFIXES):
-        previous = chosen.get(found.name)
-        if previous is not None:
-            raise ConfigError(f"recipe {found.name!r} is shipped twice: by {previous.origin} and by {found.origin}")
-        chosen[found.name] = found
-    folder = user_recipes_dir()
-    if folder.is_dir():
-        for path in sorted(folder.iterdir()):
-            if path.suffix in RECIPE_SUFFIXES and path.is_file():
-                chosen[path.stem] = plugins.PackagedFile(path.stem, f"user folder {folder}", str(path), path.read_text)
-    return dict(sorted(chosen.items()))
+    return plugins.named_files("recipes", RECIPE_SUFFIXES, user_recipes_dir(), "recipe")
 
 
 def load_recipe(name_or_path: str) -> Recipe:

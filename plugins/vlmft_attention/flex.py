@@ -88,14 +88,13 @@ def flex_attention_mask(*args: Any, device: Any = "cpu", **kwargs: Any) -> Any:
 def _device_problem(device: str) -> str | None:
     """Why FlexAttention cannot train on `device` (forward and backward of a tiny input), or None."""
     import torch
-    from torch.nn.attention.flex_attention import flex_attention
 
     if device == "cuda":
         from torch.utils._triton import has_triton
 
         if not has_triton():
             return "Triton is missing or does not support this GPU, so FlexAttention cannot compile"
-    kernel = _compiled_kernel() if device == "cuda" else flex_attention
+    kernel = _kernel(device)
     query = torch.randn(1, 2, 128, 16, device=device, requires_grad=True)
     try:
         with warnings.catch_warnings():

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from vlmft_cli.attention_masks import FLEX_ATTENTION, MASK_IDS_KEY, Document, dense_allowed, document_ids
+from vlmft_cli.attention_masks import FLEX_ATTENTION, MASK_IDS_KEY, Document, as_dense_mask, dense_allowed, document_ids
 
 #: Attention implementations verified to honour a 4-D block mask with this model family.
 BLOCK_MASK_IMPLEMENTATIONS: frozenset[str] = frozenset({"sdpa", "eager", FLEX_ATTENTION})
@@ -51,9 +51,7 @@ def _as_implementation(allowed: torch.Tensor, attn_implementation: str, dtype: t
         raise ValueError(f"attention {attn_implementation!r} does not honour a block mask (use sdpa, eager or flex_attention)")
     if attn_implementation == FLEX_ATTENTION:
         raise ValueError("flex_attention takes document/block ids, not a dense mask: use batch_mask_inputs")
-    if attn_implementation == "sdpa":
-        return allowed
-    return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    return as_dense_mask(allowed, attn_implementation, dtype)
 
 
 def shared_prefix_block_mask(

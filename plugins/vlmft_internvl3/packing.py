@@ -13,16 +13,15 @@ row with no padding, each conversation its own causal document.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 import torch
 from PIL.Image import Image
 
+from vlmft_cli.chat_pieces import qa_pairs, split_shared_prefix
 from vlmft_cli.model_backend import EncodedSample, PackedLayout, Turn
 from vlmft_internvl3.block_mask import batch_mask_inputs, documents_mask_inputs
 from vlmft_internvl3.encoding import (
     Piece,
-    check_turns,
     collate,
     conversation_pieces,
     pixel_values,
@@ -45,23 +44,8 @@ def split_pieces(
     processor: InternVL3Processor, n_frames: int, qas: Sequence[tuple[Turn, Turn]]
 ) -> tuple[list[Piece], list[list[Piece]]]:
     """(the shared prefix's pieces, each QA block's pieces with its answer renumbered to the block index)."""
-    prefix: list[Piece] | None = None
-    blocks: list[list[Piece]] = []
-    for index, (user, assistant) in enumerate(qas):
-        pieces = conversation_pieces(processor, n_frames, [user, assistant], generation_prompt=False)
-        cut = prefix_end(processor, pieces, n_frames)
-        if prefix is None:
-            prefix = pieces[:cut]
-        elif pieces[:cut] != prefix:
-            raise ValueError("the QAs of a packed sequence must share the same prefix")
-        blocks.append([replace(piece, answer=index) if piece.answer is not None else piece for piece in pieces[cut:]])
-    assert prefix is not None
-    return prefix, blocks
-
-
-def qa_pairs(turns: Sequence[Turn]) -> list[tuple[Turn, Turn]]:
-    check_turns(turns, ends_with="assistant")
-    return [(turns[i], turns[i + 1]) for i in range(0, len(turns), 2)]
+    conversations = [conversation_pieces(processor, n_frames, [user, assistant], generation_prompt=False) for user, assistant in qas]
+    return split_shared_prefix(conversations, lambda pieces: prefix_end(processor, pieces, n_frames))
 
 
 def packed_prefix_length(processor: InternVL3Processor, n_frames: int) -> int:

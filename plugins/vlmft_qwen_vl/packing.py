@@ -13,7 +13,7 @@ from the checkpoint's config (no weights needed) and placed after the prefix, wh
 video. `collate_packed` passes them as `position_ids` of shape (3, B, T), the shape the model builds for
 itself (a 4th row of text-only ids would only serve transformers' mask-from-positions detection and
 flash-attention, neither used with a caller-built mask), next to the (B, 1, T, T) block mask: each block
-sees the prefix and itself causally, padding sees itself only.
+sees the prefix and itself causally, padding sees the padding before it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from PIL.Image import Image
 
-from vlmft_cli.chat_pieces import Piece, check_turns, tokenize_pieces
+from vlmft_cli.attention_masks import dense_mask, document_ids
+from vlmft_cli.chat_pieces import Piece, qa_pairs, split_shared_prefix, tokenize_pieces
 from vlmft_cli.model_backend import EncodedSample, PackedLayout, Turn
 from vlmft_qwen_vl.encoding import conversation_pieces, resolve_fps, video_sample
 from vlmft_qwen_vl.processor import QwenVLProcessor
@@ -57,23 +58,8 @@ def split_pieces(
     processor: QwenVLProcessor, n_frames: int, qas: Sequence[tuple[Turn, Turn]], fps: float
 ) -> tuple[list[Piece], list[list[Piece]]]:
     """(the shared prefix's pieces, each QA block's pieces with its answer renumbered to the block index)."""
-    prefix: list[Piece] | None = None
-    blocks: list[list[Piece]] = []
-    for index, (user, assistant) in enumerate(qas):
-        pieces = conversation_pieces(processor, n_frames, [user, assistant], fps=fps, generation_prompt=False)
-        cut = prefix_end(processor, pieces, n_frames)
-        if prefix is None:
-            prefix = pieces[:cut]
-        elif pieces[:cut] != prefix:
-            raise ValueError("the QAs of a packed sequence must share the same prefix")
-        blocks.append([replace(piece, answer=index) if piece.answer is not None else piece for piece in pieces[cut:]])
-    assert prefix is not None
-    return prefix, blocks
-
-
-def qa_pairs(turns: Sequence[Turn]) -> list[tuple[Turn, Turn]]:
-    check_turns(turns, ends_with="assistant")
-    return [(turns[i], turns[i + 1]) for i in range(0, len(turns), 2)]
+    conversations = [conversation_pieces(processor, n_frames, [user, assistant], fps=fps, generation_prompt=False) for user, assistant in qas]
+    return split_shared_prefix(conversations, lambda pieces: prefix_end(processor, pieces, n_frames))
 
 
 def packed_prefix_length(processor: QwenVLProcessor, n_frames: int, fps: float | None = None) -> int:
@@ -158,28 +144,14 @@ def packed_positions(processor: QwenVLProcessor, sample: EncodedSample) -> torch
 
 
 def block_mask(layouts: Sequence[PackedLayout], length: int, attn_implementation: str, dtype: torch.dtype) -> torch.Tensor:
-    """(B, 1, T, T) mask of right-padded packed rows: the prefix causal, each block the whole prefix and
-    itself causally; a padding position attends to itself only (a row with nothing allowed makes sdpa NaN).
-    Boolean (True = attend) for sdpa, additive in `dtype` for eager."""
+    """(B, 1, T, T) mask of right-padded packed rows (`vlmft_cli.attention_masks.dense_mask`): the prefix
+    causal, each block the whole prefix and itself causally; padding attends causally to the padding before
+    it (a row with nothing allowed makes sdpa NaN). Boolean (True = attend) for sdpa, additive in `dtype`
+    for eager."""
     if not supports_block_mask(attn_implementation):
         raise ValueError(f"attention {attn_implementation!r} does not honour a block mask (use sdpa or eager)")
-    allowed = torch.eye(length, dtype=torch.bool).repeat(len(layouts), 1, 1)
-    causal = torch.ones((length, length), dtype=torch.bool).tril()
-    for row, layout in enumerate(layouts):
-        if layout.length > length:
-            raise ValueError(f"row {row} holds {layout.length} tokens, more than the padded length {length}")
-        prefix = layout.prefix_length
-        allowed[row, :prefix, :prefix] = causal[:prefix, :prefix]
-        start = prefix
-        for size in layout.block_lengths:
-            end = start + size
-            allowed[row, start:end, :prefix] = True
-            allowed[row, start:end, start:end] = causal[:size, :size]
-            start = end
-    allowed = allowed[:, None]
-    if attn_implementation == "sdpa":
-        return allowed
-    return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    ids, _ = document_ids([[(layout.prefix_length, layout.block_lengths)] for layout in layouts], length)
+    return dense_mask(ids, attn_implementation, dtype)
 
 
 def collate_packed(samples: Sequence[EncodedSample], pad_token_id: int, attn_implementation: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:

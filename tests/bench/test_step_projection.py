@@ -42,3 +42,4 @@ def test_hours_are_the_curriculum_flops_over_the_rate():
     assert projection.stage_flops == (stage1, stage2)
     assert projection.stage_hours == pytest.approx((stage1 / 3600 / 3600, stage2 / 3600 / 3600))
     assert projection.curriculum_hours == pytest.approx((stage1 + stage2) / 3600**2)
+    assert projection.as_dict()["data"]["videos"] == SIZES.videos  # the sizes projected for, not RoboVQA's

@@ -53,14 +53,15 @@ def reference(vlmft_home):
     return backend, loaded
 
 
-def greedy(backend, processor, model, frames, turns) -> tuple[str, int]:
-    """Greedy answer by hand: encode_prompt, generate, decode up to <|im_end|> / eos."""
+def greedy(backend, processor, model, frames, turns, **sampling) -> tuple[str, int]:
+    """Greedy answer by hand (sampled with `sampling`'s arguments when given): encode_prompt, generate,
+    decode up to <|im_end|> / eos."""
     prompt = backend.encode_prompt(processor, frames, turns)
     tokenizer = processor.tokenizer
     stops = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id]
     inputs = {"input_ids": prompt.input_ids[None], "attention_mask": torch.ones(1, len(prompt), dtype=torch.long), "pixel_values": prompt.pixel_values}
     with torch.no_grad():
-        out = model.generate(**inputs, do_sample=False, max_new_tokens=TOKENS, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id)
+        out = model.generate(**inputs, do_sample=bool(sampling), max_new_tokens=TOKENS, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id, **sampling)
     new = out[0, len(prompt) :].tolist()
     new = new[: next((i for i, t in enumerate(new) if t in stops), len(new))]
     return tokenizer.decode(new, skip_special_tokens=True).strip(), len(prompt)
@@ -91,6 +92,20 @@ def test_base_model_on_a_frames_folder_answers_as_generate_does(processed_data, 
     assert shown["tokens"]["prompt"] == prompt_tokens
     assert shown["model"]["checkpoint"] is None
     assert set(shown["timings"]) == {"video_s", "load_s", "encode_s", "generate_s"}
+
+
+def test_sampling_is_seeded_and_samples_as_generate_does(processed_data, reference):
+    backend, loaded = reference
+    folder = video_folder(processed_data)
+    files = sorted(folder.glob("*.jpg"))
+    args = ["--checkpoint", "none", "--video", str(folder), "--question", QUESTION, "--size", "0", "--temperature", "5", "--top-p", "0.9", "--seed", "3"]
+    shown = chat_json(args)
+    assert shown["generation"] == {"decoding": "sampling", "max_new_tokens": TOKENS, "temperature": 5.0, "top_p": 0.9, "seed": 3}
+    frames = [Image.open(files[i]).convert("RGB") for i in (0, 5, 10, 15)]
+    torch.manual_seed(3)
+    answer, _ = greedy(backend, loaded.processor, loaded.model, frames, [Turn("user", QUESTION)], temperature=5.0, top_p=0.9)
+    assert shown["answer"] == answer
+    assert chat_json(args)["answer"] == answer  # the same seed, the same answer
 
 
 def colour(i: int) -> tuple[int, int, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,3 +51,13 @@ def write_source(root: Path, shards: dict[str, list[list[VideoRecord | bytes]]])
 
 def synthetic_videos(split: str, count: int, seed: int = 3) -> list[VideoRecord]:
     return [make_record(seed, split, i, frame_size=32) for i in range(count)]
+
+
+def extracted_tree(out: Path) -> dict[str, bytes]:
+    """Every file of an extraction by relative path, metadata.json without its timings (what reruns must
+    reproduce byte for byte)."""
+    files = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    metadata = json.loads(files.pop("metadata.json"))
+    metadata.pop("timings")
+    files["metadata.json"] = json.dumps(metadata, sort_keys=True).encode()
+    return files

@@ -326,7 +326,8 @@ def test_a_foreign_non_empty_folder_is_refused(synth_source, tmp_path):
 
 def test_options_are_validated(synth_source, tmp_path):
     for bad in ({"size": 8}, {"quality": 0}, {"subset_ratio": 0.0}, {"limit": 0}, {"workers": 0}):
-        with pytest.raises(DataError):
+        flag = "--" + next(iter(bad)).replace("_", "-")
+        with pytest.raises(DataError, match=flag):
             run_extract(ExtractOptions(str(synth_source), tmp_path / "out", **bad))
 
 

@@ -21,7 +21,7 @@ from vlmft_cli.data.extract import ExtractOptions, run_extract
 from vlmft_cli.data.verify import VerifyOptions, run_verify
 from vlmft_cli.errors import DataError
 
-from .builders import video, write_source
+from .builders import extracted_tree, video, write_source
 
 runner = CliRunner()
 RERUN = " — free space on that disk and rerun the same command: it resumes where this run stopped"
@@ -108,14 +108,6 @@ def test_check_references_names_the_first_missing_frame(tmp_path):
 # --- a full disk ------------------------------------------------------------------------------------------
 
 
-def _tree(out: Path) -> dict[str, bytes]:
-    files = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
-    metadata = json.loads(files.pop("metadata.json"))
-    metadata.pop("timings")
-    files["metadata.json"] = json.dumps(metadata, sort_keys=True).encode()
-    return files
-
-
 @pytest.fixture
 def in_process_pool(monkeypatch):
     """Frame work on a thread of this process, so the monkeypatched frame write is the one that runs."""
@@ -130,6 +122,17 @@ def _extract_cli(source: Path, out: Path):
 
 def _error_lines(result) -> list[str]:
     return [line for line in result.output.splitlines() if line.startswith("Error:")]
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _the_one_error(failed) -> str:
+    """The single `Error:` line of a run that stopped on a full disk (exit 2, no traceback)."""
+    assert failed.exit_code == 2 and "Traceback" not in failed.output
+    (error,) = _error_lines(failed)
+    return error
 
 
 def test_a_full_disk_while_writing_frames_is_one_line_and_the_rerun_is_byte_identical(
@@ -174,20 +177,14 @@ def test_a_full_disk_while_writing_frames_is_one_line_and_the_rerun_is_byte_iden
     monkeypatch.setattr(frames, "write_atomically", real_write)  # space freed
     rerun = _extract_cli(source, out)
     assert rerun.exit_code == 0, rerun.output
-    assert _tree(out) == _tree(reference)
+    assert extracted_tree(out) == extracted_tree(reference)
 
 
 def test_a_full_disk_while_writing_a_shards_results_names_the_folder(tmp_path, monkeypatch, in_process_pool):
     source = write_source(tmp_path / "src", {"train": [[video("a")]]})
-
-    def no_space(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(extract, "write_part", no_space)
+    monkeypatch.setattr(extract, "write_part", _no_space)
     out = tmp_path / "out"
-    failed = _extract_cli(source, out)
-    assert failed.exit_code == 2 and "Traceback" not in failed.output
-    (error,) = _error_lines(failed)
+    error = _the_one_error(_extract_cli(source, out))
     assert re.fullmatch(
         rf"Error: disk full \(No space left on device\) writing the results of shard train-00000 into "
         rf"{re.escape(str(out / '.extract' / 'parts'))}: [\d,]+ bytes needed, [\d,]+ bytes(?: \(.*\))? free" + RERUN,
@@ -200,15 +197,9 @@ def test_a_full_disk_while_merging_names_the_bytes_the_jsonl_files_take(tmp_path
     reference = tmp_path / "reference"
     assert _extract_cli(source, reference).exit_code == 0
     jsonl_bytes = sum(p.stat().st_size for p in reference.glob("stage*/*.jsonl"))
-
-    def no_space(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(extract, "merge_parts", no_space)
+    monkeypatch.setattr(extract, "merge_parts", _no_space)
     out = tmp_path / "out"
-    failed = _extract_cli(source, out)
-    assert failed.exit_code == 2 and "Traceback" not in failed.output
-    (error,) = _error_lines(failed)
+    error = _the_one_error(_extract_cli(source, out))
     assert re.fullmatch(
         rf"Error: disk full \(No space left on device\) writing the JSONL files into {re.escape(str(out))}: "
         rf"{jsonl_bytes:,} bytes needed, [\d,]+ bytes(?: \(.*\))? free" + RERUN,

@@ -334,3 +334,12 @@ def test_rerun_does_nothing_and_other_output_is_refused(sharegpt_set, tmp_path):
     (tmp_path / "full" / "x").write_text("mine")
     with pytest.raises(DataError, match="not empty"):
         run_import(ImportOptions(format="sharegpt", source=root / "data.jsonl", out=tmp_path / "full"))
+
+
+@pytest.mark.parametrize(
+    "bad", [{"frames": 0}, {"size": 8}, {"quality": 101}, {"val_ratio": 1.0}, {"workers": 0}]
+)
+def test_options_are_validated(bad, tmp_path):
+    options = ImportOptions("sharegpt", tmp_path / "data.json", tmp_path / "out", **bad)
+    with pytest.raises(DataError, match="--" + next(iter(bad)).replace("_", "-")):
+        options.validate()

@@ -4,7 +4,6 @@ uninterrupted run (JSONL, images, metadata.json but its timings)."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import signal
@@ -19,7 +18,7 @@ import pytest
 from vlmft_cli.data.extract import ExtractOptions, run_extract
 from vlmft_cli.data.synth import SynthOptions, synthesize
 
-from .builders import video, write_source
+from .builders import extracted_tree, video, write_source
 
 REPO = Path(__file__).resolve().parents[2]
 OPTIONS = {"size": 96, "quality": 85, "workers": 2}
@@ -49,14 +48,6 @@ def _wait_for_frames(out: Path, target: int, process: subprocess.Popen, timeout_
         time.sleep(0.005)
 
 
-def _tree(out: Path) -> dict[str, bytes]:
-    files = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
-    metadata = json.loads(files.pop("metadata.json"))
-    metadata.pop("timings")
-    files["metadata.json"] = json.dumps(metadata, sort_keys=True).encode()
-    return files
-
-
 def _make_source(root: Path) -> Path:
     synthesize(SynthOptions(out=root, videos=40, val_videos=8, seed=11, shards=5))
     bad_frame = video("bad-frame")
@@ -73,7 +64,7 @@ def test_killed_runs_resume_to_the_same_bytes(tmp_path):
     source = _make_source(tmp_path / "source")
     reference = tmp_path / "reference"
     run_extract(ExtractOptions(str(source), reference, **OPTIONS))
-    expected = _tree(reference)
+    expected = extracted_tree(reference)
     total_frames = _frames_written(reference)
 
     seed = random.randrange(2**32)
@@ -103,5 +94,5 @@ def test_killed_runs_resume_to_the_same_bytes(tmp_path):
     _, stderr = final.communicate(timeout=300)
     assert final.returncode == 0, stderr.decode()[-2000:]
     assert interrupted >= 2, f"only {interrupted} kills landed while extraction ran (seed {seed})"
-    assert _tree(out) == expected, f"output differs from an uninterrupted run (seed {seed})"
+    assert extracted_tree(out) == expected, f"output differs from an uninterrupted run (seed {seed})"
     assert not (out / ".extract").exists()

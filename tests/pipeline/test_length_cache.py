@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,6 +123,31 @@ def test_a_second_read_comes_from_the_cache_and_equals_a_fresh_computation(stand
     with np.load(_cache_files(home)[0], allow_pickle=False) as data:
         assert "lengths" in data.files
     assert not [p for p in (home / CACHE_DIR).iterdir() if p.suffix != ".npz"]
+
+
+def test_a_miss_reads_the_jsonl_once_and_a_hit_not_at_all(standin, internvl, tmp_path, monkeypatch):
+    import builtins
+    import io
+
+    import vlmft_cli.fsutil
+
+    jsonl = (standin / "stage1" / "train.jsonl").resolve()
+    opened = []
+    real_open = io.open
+
+    def counting_open(file, *args, **kwargs):
+        if str(file).endswith(".jsonl") and Path(file).resolve() == jsonl:
+            opened.append(file)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(io, "open", counting_open)
+    monkeypatch.setattr(vlmft_cli.fsutil, "sha256_file", lambda *_: pytest.fail("the JSONL was hashed apart"))
+    home = tmp_path / "home"
+    _load(_settings(standin, home), internvl)
+    assert len(opened) == 1  # parsed and hashed in one read
+    _, summary, _ = _load(_settings(standin, home), internvl)
+    assert summary.cached and len(opened) == 1
 
 
 @pytest.mark.parametrize(

@@ -195,9 +195,9 @@ def test_collate_packed_masks_blocks_and_padding(backend, processor):
         row = allowed[0, 0]
         assert row[second, :prefix].all() and not row[second, prefix:second].any() and row[second, second]
         assert row[:prefix, :prefix].equal(torch.ones(prefix, prefix, dtype=torch.bool).tril())
-        padded = allowed[1, 0, len(short) :]
-        assert torch.equal(padded.sum(dim=1), torch.ones(size - len(short), dtype=padded.sum(dim=1).dtype))
-        assert not allowed[1, 0, : len(short), len(short) :].any()
+        padding = size - len(short)  # attends causally to the padding before it, so no row is empty
+        assert torch.equal(allowed[1, 0, len(short) :, len(short) :], torch.ones(padding, padding, dtype=torch.bool).tril())
+        assert not allowed[1, 0, : len(short), len(short) :].any() and not allowed[1, 0, len(short) :, : len(short)].any()
     with pytest.raises(ValueError, match="needs samples from encode_packed"):
         backend.collate_packed([backend.encode(processor, images, turns(QAS[:1]))], 0, "sdpa", torch.float32)
 
@@ -222,3 +222,16 @@ def test_the_packing_plan_counts_the_prefix_at_each_clips_frame_rate(vlmft_home,
     for group, rate in zip(data.groups, (0.2, None), strict=True):
         layout = backend.encode_packed(processor, images, turns(QAS), fps=rate).packed
         assert (data.prefix_lengths[data.group_of[group[0]]], tuple(data.block_lengths[qa] for qa in group)) == (layout.prefix_length, layout.block_lengths)
+
+
+def test_the_shared_prefix_split_renumbers_answers_and_refuses_different_prefixes():
+    """`chat_pieces.split_shared_prefix`, which both backends' packing splits their conversations with."""
+    from vlmft_cli.chat_pieces import Piece, split_shared_prefix
+
+    head = [Piece(ids=(1,)), Piece(text="user\n")]
+    first = [*head, Piece(text="q1"), Piece(text="a1", answer=0, ends_qa=True)]
+    second = [*head, Piece(text="q2"), Piece(text="a2", answer=0, ends_qa=True)]
+    prefix, blocks = split_shared_prefix([first, second], lambda pieces: 2)
+    assert prefix == head and blocks == [first[2:], [second[2], dataclasses.replace(second[3], answer=1)]]
+    with pytest.raises(ValueError, match="share the same prefix"):
+        split_shared_prefix([first, [Piece(ids=(2,)), *second[1:]]], lambda pieces: 2)

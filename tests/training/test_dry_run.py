@@ -172,9 +172,10 @@ def test_older_configs_booleans_mean_on_and_off():
         Settings(gradient_checkpointing="sometimes")
 
 
-def test_the_plan_makes_auto_concrete_and_the_dry_run_says_why(processed_data, vlmft_home, tmp_path):
+def test_the_plan_makes_auto_concrete_and_the_dry_run_says_why(processed_data, vlmft_home, tmp_path, monkeypatch):
     from vlmft_cli.reporting import NullReporter
     from vlmft_cli.settings import resolve_settings
+    from vlmft_cli.training import dry_run
     from vlmft_cli.training.dry_run import describe
     from vlmft_cli.training.plan import plan_run
 
@@ -190,6 +191,13 @@ def test_the_plan_makes_auto_concrete_and_the_dry_run_says_why(processed_data, v
     assert (
         plan.settings.gradient_checkpointing == "on"
     )  # what the model build reads: the tiny model's peak is above 1 MB
+
+    def again(*args):
+        raise AssertionError("the dry run estimated again what the plan's `auto` already had")
+
+    # The plan's estimate is reused: neither the meta-device model nor the epoch's batch plan again.
+    monkeypatch.setattr(dry_run, "model_shape", again)
+    monkeypatch.setattr(dry_run, "largest_micro_batch", again)
     document = describe(plan)
     choice = document["gradient_checkpointing"]
     assert (choice["asked"], choice["value"]) == ("auto", "on") and choice["peak_off_gb"] > 0.001

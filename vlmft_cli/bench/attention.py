@@ -167,7 +167,7 @@ def shared_prefix_mask(kernel: Kernel, seq_len: int, device: str, dtype: Any, pr
     collated it): the backend's `collate_packed` on a row with the packed layout, then `with_block_mask`."""
     import torch
 
-    from vlmft_cli.attention_masks import with_block_mask
+    from vlmft_cli.attention_masks import MASK_IDS_KEY, with_block_mask
     from vlmft_cli.model_backend import IGNORE_INDEX, EncodedSample, PackedLayout
 
     prefix, blocks = row_layout(seq_len)
@@ -188,7 +188,7 @@ def shared_prefix_mask(kernel: Kernel, seq_len: int, device: str, dtype: Any, pr
         except Exception as exc:  # a backend whose collate needs real media fields: try the next one
             problems.append(f"{backend.name}: {type(exc).__name__}: {exc}")
             continue
-        keep = {key: value.to(device) for key, value in batch.items() if key in ("attention_mask", "mask_ids")}
+        keep = {key: value.to(device) for key, value in batch.items() if key in ("attention_mask", MASK_IDS_KEY)}
         return with_block_mask(keep).get("attention_mask"), backend.name
     raise ConfigError(f"no model backend builds a shared-prefix mask for {kernel.attn_implementation} ({'; '.join(problems) or 'none can pack'})")
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,12 +89,16 @@ class TrainingFlops:
     def waste(self) -> dict[str, float]:
         """TFLOP executed beyond the necessary, by cause."""
         e, n = self.executed, self.necessary
+
+        def beyond(part: str) -> float:  # forward and backward, recomputation apart
+            return significant((e.forward[part] + e.backward[part] - n.forward[part] - n.backward[part]) / 1e12)
+
         return {
             "recompute": significant(sum(e.recompute.values()) / 1e12),
             "vision_backward": significant((e.backward["vision"] - n.backward["vision"]) / 1e12),
-            "head_unlabelled": significant((e.forward["head"] + e.backward["head"] - n.forward["head"] - n.backward["head"]) / 1e12),
-            "masked_attention": significant((e.forward["attention"] + e.backward["attention"] - n.forward["attention"] - n.backward["attention"]) / 1e12),
-            "language_other": significant((e.forward["language"] + e.backward["language"] - n.forward["language"] - n.backward["language"]) / 1e12),
+            "head_unlabelled": beyond("head"),
+            "masked_attention": beyond("attention"),
+            "language_other": beyond("language"),
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -303,21 +307,19 @@ class TrainingFlopCounter:
     # --- phases -----------------------------------------------------------------------------------------
 
     @contextmanager
-    def forward(self) -> Iterator[TrainingFlopCounter]:
-        self._phase = "forward"
+    def _in_phase(self, phase: str) -> Iterator[TrainingFlopCounter]:
+        self._phase = phase
         try:
             yield self
         finally:
             self._phase = None
+            self._memo.clear()  # autograd nodes, read by `_depends` within one forward only
 
-    @contextmanager
-    def backward(self) -> Iterator[TrainingFlopCounter]:
-        self._phase = "backward"
-        try:
-            yield self
-        finally:
-            self._phase = None
-            self._memo.clear()
+    def forward(self) -> AbstractContextManager[TrainingFlopCounter]:
+        return self._in_phase("forward")
+
+    def backward(self) -> AbstractContextManager[TrainingFlopCounter]:
+        return self._in_phase("backward")
 
     def finish(self) -> TrainingFlops:
         """Remove the hooks. A head that never ran as a module (a fused linear cross-entropy) is counted

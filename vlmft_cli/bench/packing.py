@@ -254,7 +254,7 @@ def measure_packing(
     processor = loaded.processor
     samples = list(iter_samples(train_file, data))
     examples, _ = build_examples(samples, backend=backend, processor=processor, max_frames=4, frame_sampling="uniform-last", max_length=settings.max_length)
-    packing = PackingData.from_examples(examples, lambda frames, fps=None: backend.packed_prefix_length(processor, frames, fps), settings.max_length)
+    packing = PackingData.for_backend(examples, backend, processor, settings.max_length)
     accumulation = packed_accumulation(global_batch_size, micro_batch_size, packing.mean_qas_per_video)
     plan = plan_epoch(packing, seed=seed, epoch=0, global_batch_size=global_batch_size, per_step=accumulation)
     summary = summarize(packing, plan)

@@ -118,6 +118,7 @@ class Projection:
     rates: ModelRates
     lengths: TextLengths
     stage1_packed: bool
+    sizes: DataSizes = ROBOVQA  # the data sizes projected for
 
     @property
     def stage_hours(self) -> tuple[float, float]:
@@ -137,11 +138,11 @@ class Projection:
             "counts": [{name: significant(value) for name, value in asdict(count).items()} for count in self.counts],
             "rates_gflop": {name: significant(value / 1e9) for name, value in asdict(self.rates).items()},
             "lengths": {**asdict(self.lengths), "per_qa": significant(self.lengths.per_qa), "labelled_per_qa": significant(self.lengths.labelled_per_qa)},
-            "data": {**asdict(ROBOVQA), "qas_per_video": significant(ROBOVQA.qas_per_video)},
+            "data": {**asdict(self.sizes), "qas_per_video": significant(self.sizes.qas_per_video)},
         }
 
 
 def project(rates: ModelRates, lengths: TextLengths, rate_flops_per_s: float, *, stage1_packed: bool, sizes: DataSizes = ROBOVQA) -> Projection:
     counts = (stage_counts(1, lengths, sizes, packed=stage1_packed), stage_counts(2, lengths, sizes, packed=False))
     flops = (counts[0].flops(rates) * sizes.epochs[0], counts[1].flops(rates) * sizes.epochs[1])
-    return Projection(rate_flops_per_s, flops, counts, rates, lengths, stage1_packed)
+    return Projection(rate_flops_per_s, flops, counts, rates, lengths, stage1_packed, sizes)

@@ -204,10 +204,11 @@ def measure_startup(options: StartupOptions, reporter: Reporter | None = None, o
     return document
 
 
-
 def _measure_all(options: StartupOptions, work: Path, home: Path, document: BenchDocument, reporter: Reporter, task: Any, on_progress: Any) -> None:
     """The model-load launches, then per line count its stand-in and `repeat` × (new run, resume); each
     launch advances `task`, and the entries go into `document`."""
+    from vlmft_cli.pipeline.length_cache import CACHE_DIR
+
     load = []
     for _ in range(options.repeat):
         load.append(_model_load(options.model, home, options.timeout_s))
@@ -220,7 +221,7 @@ def _measure_all(options: StartupOptions, work: Path, home: Path, document: Benc
             reporter.info(f"{actual:,} lines: run {attempt + 1} of {options.repeat}")
             out = work / f"runs-{lines}-{attempt}"
             shutil.rmtree(out, ignore_errors=True)
-            shutil.rmtree(home / "plan-cache", ignore_errors=True)
+            shutil.rmtree(home / CACHE_DIR, ignore_errors=True)
             metrics = "*/logs/train_metrics.csv"
             runs["start"].append(launch_to_step(_train(data, out, home, options.model), out, metrics, stop=True, timeout_s=options.timeout_s))
             task.advance()

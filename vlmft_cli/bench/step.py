@@ -200,7 +200,7 @@ def _build(settings: Settings, options: StepOptions, device: str, reporter: Repo
     from vlmft_cli.lora_model import build_model
 
     backend = backend_for(settings.model, settings.backend)
-    attention = select_attention(settings.attention, reporter)
+    attention = select_attention(settings.attention, reporter, backend)  # as training's `plan_run` selects it
     loader: Any = backend
     label = settings.model
     if options.random_init:
@@ -275,7 +275,7 @@ def _packed_samples(settings: Settings, backend: Any, processor: Any, accumulati
     from vlmft_cli.pipeline.splits import load_split
 
     examples, summary = load_split(settings, "train", backend, processor, reporter, required=True)  # type: ignore[misc]
-    packing = PackingData.from_examples(examples, lambda count, fps=None: backend.packed_prefix_length(processor, count, fps), settings.max_length)
+    packing = PackingData.for_backend(examples, backend, processor, settings.max_length)
     accumulation = packed_accumulation(settings.global_batch_size, settings.micro_batch_size, packing.mean_qas_per_video)
     plan = plan_epoch(packing, seed=settings.seed, epoch=0, global_batch_size=settings.global_batch_size, per_step=accumulation)
     if not plan or not plan[0]:
@@ -464,7 +464,8 @@ def _stage1_packs(settings: Settings) -> bool:
     from vlmft_cli.backends import backend_for
     from vlmft_cli.pipeline.packing import packing_obstacle
 
-    return packing_obstacle(1, backend_for(settings.model, settings.backend), select_attention(settings.attention)) is None
+    backend = backend_for(settings.model, settings.backend)
+    return packing_obstacle(1, backend, select_attention(settings.attention, model_backend=backend)) is None
 
 
 def step_document(resolved: ResolvedSettings, options: StepOptions, measurement: StepMeasurement) -> BenchDocument:

@@ -12,8 +12,6 @@ from it). It is written beside the destination and renamed into place only when 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,19 +41,6 @@ class MergeResult:
     size_bytes: int
 
 
-@contextmanager
-def _no_progress_bars() -> Iterator[None]:
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
 def merge_checkpoint(
     checkpoint: Checkpoint,
     destination: Path,
@@ -72,6 +57,8 @@ def merge_checkpoint(
     quiet_libraries()  # before peft imports bitsandbytes
     from peft import PeftModel
 
+    from vlmft_cli.model_loading import no_progress_bars
+
     reporter = reporter or NullReporter()
     check_destination(destination, force=force, protect=[checkpoint.path])  # before the slow part
     base = base_model_for(checkpoint)
@@ -82,7 +69,7 @@ def merge_checkpoint(
     merged = PeftModel.from_pretrained(loaded.model, str(checkpoint.path)).merge_and_unload()
     with staged_directory(destination, force=force, protect=[checkpoint.path]) as staging:
         reporter.info(f"Saving the merged model to {destination}")
-        with _no_progress_bars():
+        with no_progress_bars():
             merged.save_pretrained(str(staging), safe_serialization=True)
         save_processor(loaded.processor, staging, source=loaded.source, model_type=getattr(merged.config, "model_type", None))
         atomic_write_json(

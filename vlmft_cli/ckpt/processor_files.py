@@ -29,10 +29,10 @@ COMPOSITE_FILES = (PROCESSOR_CONFIG, "video_preprocessor_config.json", "chat_tem
 _SUB_PROCESSORS = {"self", "image_processor", "tokenizer", "video_processor", "feature_extractor", "chat_template", "kwargs", "args"}
 
 
-def model_type_of(folder: Path | None) -> str | None:
-    """`model_type` from a model folder's config.json, if it has one."""
+def model_type_of(config: Path | None) -> str | None:
+    """`model_type` from a model's config.json, if there is one and it says."""
     try:
-        return json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get("model_type") if folder else None
+        return json.loads(config.read_text(encoding="utf-8")).get("model_type") if config else None
     except (OSError, ValueError, AttributeError):
         return None
 
@@ -88,8 +88,7 @@ def save_processor(processor: Any, directory: Path, *, source: str | Path | None
             shutil.copyfile(found, directory / name)
             saved.append(name)
     if not (directory / PROCESSOR_CONFIG).exists():
-        config = source_file(source, "config.json")
-        arguments = composite_arguments(processor, model_type or model_type_of(config.parent if config else None))
+        arguments = composite_arguments(processor, model_type or model_type_of(source_file(source, "config.json")))
         if arguments:
             atomic_write_text(directory / PROCESSOR_CONFIG, json.dumps(arguments, indent=2, sort_keys=True) + "\n")
             saved.append(PROCESSOR_CONFIG)

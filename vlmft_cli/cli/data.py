@@ -357,12 +357,7 @@ def _print_extract_summary(out: Path, metadata: dict[str, Any], already_complete
             for split, s in splits.items()
         ],
     )
-    task_types = sorted({t for s in splits.values() for t in s["task_types"]})
-    output.print_table(
-        "QAs per task type",
-        ["task type", *splits],
-        [[t, *(s["task_types"].get(t, 0) for s in splits.values())] for t in task_types],
-    )
+    _print_task_types(splits)
     _print_extract_texts(metadata)
     reasons = sorted({r for s in splits.values() for r in s["skipped_records"]})
     not_bad = {DROP_DUPLICATE, DROP_NOT_FIRST_ENTRY}  # what --texts chose, shown above
@@ -376,6 +371,15 @@ def _print_extract_summary(out: Path, metadata: dict[str, Any], already_complete
                 f"damaged shard {damage['source']} ({damage['split']}): kept {damage['records_before_damage']} records before: {damage['error']}"
             )
     output.console.print(f"Frames per video: {_counts(metadata['frames_per_video'])}. Next: vlmft data verify {out}")
+
+
+def _print_task_types(splits: dict[str, Any]) -> None:
+    task_types = sorted({t for s in splits.values() for t in s["task_types"]})
+    output.print_table(
+        "QAs per task type",
+        ["task type", *splits],
+        [[t, *(s["task_types"].get(t, 0) for s in splits.values())] for t in task_types],
+    )
 
 
 def _print_extract_texts(metadata: dict[str, Any]) -> None:
@@ -531,12 +535,7 @@ def import_command(
             ["split", "videos", "frames", "stage1", "stage2"],
             [[split, s["videos"], s["frames"], s["stage1_lines"], s["stage2_lines"]] for split, s in splits.items()],
         )
-        task_types = sorted({t for s in splits.values() for t in s["task_types"]})
-        output.print_table(
-            "QAs per task type",
-            ["task type", *splits],
-            [[t, *(s["task_types"].get(t, 0) for s in splits.values())] for t in task_types],
-        )
+        _print_task_types(splits)
         split_from = "from the source" if metadata["split_from"] == "source" else f"drawn per video (seed {seed})"
         output.console.print(
             f"{metadata['samples_read']} samples read; split {split_from}; "

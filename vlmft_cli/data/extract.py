@@ -74,6 +74,16 @@ _VIDEOS_PER_TASK = 4
 _TASKS_IN_FLIGHT_PER_WORKER = 8  # deep enough that workers never wait while this process is descheduled
 
 
+def check_frame_options(size: int, quality: int, workers: int | None) -> None:
+    """`DataError` for frame-writing options out of range (`data extract` and `data import` share them)."""
+    if not 16 <= size <= 4096:
+        raise DataError(f"--size {size} is outside 16..4096")
+    if not 1 <= quality <= 100:
+        raise DataError(f"--quality {quality} is outside 1..100")
+    if workers is not None and workers < 1:
+        raise DataError("--workers must be at least 1")
+
+
 @dataclass(frozen=True)
 class ExtractOptions:
     source: str
@@ -89,12 +99,7 @@ class ExtractOptions:
     def validate(self) -> None:
         if self.texts not in {mode.value for mode in TextsMode}:
             raise DataError(f"--texts {self.texts!r} is not one of {', '.join(mode.value for mode in TextsMode)}")
-        if not 16 <= self.size <= 4096:
-            raise DataError(f"--size {self.size} is outside 16..4096")
-        if not 1 <= self.quality <= 100:
-            raise DataError(f"--quality {self.quality} is outside 1..100")
-        if self.workers is not None and self.workers < 1:
-            raise DataError("--workers must be at least 1")
+        check_frame_options(self.size, self.quality, self.workers)
         if self.subset_ratio is not None and not 0 < self.subset_ratio <= 1:
             raise DataError(f"--subset-ratio {self.subset_ratio} is outside (0, 1]")
         if self.limit is not None and self.limit < 1:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmft_cli import __version__
+from vlmft_cli.data.extract import check_frame_options
 from vlmft_cli.data.frames import DISK_FULL_ERRNOS
 from vlmft_cli.data.layout import METADATA_FILE, SPLITS, frame_name, frame_paths, safe_key, shard_id, video_image_dir
 from vlmft_cli.data.merge import MAX_LISTED, check_references
@@ -127,14 +128,9 @@ class ImportOptions:
             raise DataError("--dataset names an entry of a LLaMA-Factory dataset_info.json: use --format llamafactory")
         if not 1 <= self.frames <= 256:
             raise DataError(f"--frames {self.frames} is outside 1..256")
-        if not 16 <= self.size <= 4096:
-            raise DataError(f"--size {self.size} is outside 16..4096")
-        if not 1 <= self.quality <= 100:
-            raise DataError(f"--quality {self.quality} is outside 1..100")
+        check_frame_options(self.size, self.quality, self.workers)
         if not 0 <= self.val_ratio < 1:
             raise DataError(f"--val-ratio {self.val_ratio} is outside [0, 1)")
-        if self.workers is not None and self.workers < 1:
-            raise DataError("--workers must be at least 1")
 
 
 @dataclass

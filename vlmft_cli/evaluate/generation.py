@@ -154,17 +154,28 @@ def generate_batch(model: Any, prompts: Sequence[EncodedSample], *, pad_token_id
 
 
 @torch.no_grad()
-def generate_padded(model: Any, batch: dict[str, torch.Tensor], *, pad_token_id: int, stop_ids: Sequence[int], max_new_tokens: int, device: torch.device | str) -> list[list[int]]:
-    """`generate_batch` on an already left-padded batch."""
+def generate_padded(
+    model: Any,
+    batch: dict[str, torch.Tensor],
+    *,
+    pad_token_id: int,
+    stop_ids: Sequence[int],
+    max_new_tokens: int,
+    device: torch.device | str,
+    sampling: dict[str, Any] | None = None,
+) -> list[list[int]]:
+    """`generate_batch` on an already left-padded batch; greedy, or sampled with `sampling`'s arguments
+    (`temperature`, `top_p`) when given."""
     batch = {key: value.to(device) for key, value in batch.items()}
     width = batch["input_ids"].shape[1]
     output = model.generate(
         **batch,
-        do_sample=False,
+        do_sample=sampling is not None,
         num_beams=1,
         max_new_tokens=max_new_tokens,
         eos_token_id=list(stop_ids),
         pad_token_id=pad_token_id,
+        **(sampling or {}),
     )
     return [row[width:].tolist() for row in output]
 

@@ -211,7 +211,7 @@ def plan_batches(data: EvalData, indices: Sequence[int], batch_size: int) -> Eva
         order = sorted(range(len(examples)), key=lambda i: (examples[i].length, i))
         batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
         return EvalBatches(ExampleDataset(examples, data.root, data.backend, data.processor, skip_bad=data.skip_bad, source=data.source), batches, list(indices), packed=False)
-    packing = PackingData.from_examples(examples, lambda frames, fps=None: data.backend.packed_prefix_length(data.processor, frames, fps), data.pack.max_length)
+    packing = PackingData.for_backend(examples, data.backend, data.processor, data.pack.max_length)
     sequences = [sequence for group in packing.groups for sequence in packing.fit(group)]
     sequences.sort(key=lambda sequence: (packing.sequence_length(sequence), sequence))
     batches = [sequences[start : start + batch_size] for start in range(0, len(sequences), batch_size)]

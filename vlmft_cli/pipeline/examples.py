@@ -308,7 +308,6 @@ def build_examples(
     frames' rate is it divided by their mean stride.
     """
     raw = ExampleTable()
-    ids_by_row: list[str] = raw.ids
     for sample in samples:
         indices = sample_frame_indices(len(sample.images), max_frames, frame_sampling)
         own_fps = getattr(sample, "fps", None)
@@ -331,7 +330,7 @@ def build_examples(
         fitting = sum(1 for length in lengths if length <= max_length)
         if fitting == 0:
             report.rejected += 1
-            report.rejected_ids.append(ids_by_row[row])
+            report.rejected_ids.append(raw.ids[row])
             continue
         if fitting < len(lengths):
             report.turns_dropped += len(lengths) - fitting

@@ -98,16 +98,13 @@ def file_identity(path: Path) -> tuple[int, ...]:
     return info.st_size, info.st_ino, info.st_mtime_ns, info.st_ctime_ns
 
 
-def save(
-    path: Path, table: ExampleTable, *, key: str, sha256: str, identity: tuple[int, ...], summary: dict[str, Any]
-) -> None:
-    """Write the table and `summary` (JSON-able) to `path`, atomically."""
+def save(path: Path, table: ExampleTable, *, key: str, identity: tuple[int, ...], summary: dict[str, Any]) -> None:
+    """Write the table and `summary` (JSON-able, with the JSONL's `sha256`) to `path`, atomically."""
     from vlmft_cli.fsutil import atomic_write_bytes
 
     meta = {
         "format": FORMAT,
         "key": key,
-        "sha256": sha256,
         "identity": list(identity),
         "summary": summary,
         "ids": table.ids,
@@ -129,8 +126,8 @@ def save(
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load(path: Path, *, key: str, identity: tuple[int, ...]) -> tuple[ExampleTable, dict[str, Any], str]:
-    """(table, summary, the JSONL's sha256 when it was read) from `path`, if it was written for `key` and
+def load(path: Path, *, key: str, identity: tuple[int, ...]) -> tuple[ExampleTable, dict[str, Any]]:
+    """(table, summary with the JSONL's `sha256` when it was read) from `path`, if it was written for `key` and
     for the JSONL file as it is now (`identity`, see `file_identity`). `CacheDamaged` for a file that
     does not load or hold together; `KeyError` for one written for other data or settings (stale)."""
     meta, arrays = _load(path)
@@ -140,12 +137,12 @@ def load(path: Path, *, key: str, identity: tuple[int, ...]) -> tuple[ExampleTab
         raise KeyError("the data file changed")
     try:
         table = _table(meta, arrays)
-        summary, sha256 = meta["summary"], meta["sha256"]
-        if not isinstance(summary, dict) or not isinstance(sha256, str):
-            raise TypeError("summary or sha256 of the wrong type")
+        summary = meta["summary"]
+        if not isinstance(summary, dict) or not isinstance(summary.get("sha256"), str):
+            raise TypeError("summary or its sha256 of the wrong type")
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise CacheDamaged(f"inconsistent ({type(exc).__name__}: {exc})") from None
-    return table, summary, sha256
+    return table, summary
 
 
 def _load(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -72,6 +72,11 @@ class PackingData:
     max_length: int
 
     @classmethod
+    def for_backend(cls, examples: Sequence[Example], backend: Any, processor: Any, max_length: int) -> PackingData:
+        """`from_examples` with the backend's `packed_prefix_length(processor, frames, fps)` as the prefix."""
+        return cls.from_examples(examples, lambda frames, fps=None: backend.packed_prefix_length(processor, frames, fps), max_length)
+
+    @classmethod
     def from_examples(cls, examples: Sequence[Example], prefix_length: Callable[..., int], max_length: int) -> PackingData:
         """Group examples by video and frames; `prefix_length(num_frames, fps)` gives the shared prefix's
         tokens for frames at that rate (Qwen3-VL writes timestamps into it), `prefix_length(num_frames)`

@@ -62,7 +62,7 @@ def load_split(settings: Settings, split: str, backend: Any, processor: Any, rep
             table, summary = _compute(settings, split, path, backend, processor)
     if loaded is None:
         try:
-            length_cache.save(cache, table, key=key, sha256=summary["sha256"], identity=identity, summary=summary)
+            length_cache.save(cache, table, key=key, identity=identity, summary=summary)
         except OSError as exc:
             reporter.warning(f"cannot write the plan cache {cache} ({exc.strerror or exc}): the next run reads {path} again")
     else:
@@ -108,13 +108,12 @@ def _from_cache(cache: Path, path: Path, key: str, identity: tuple[int, ...], re
     if not cache.is_file():
         return None
     try:
-        table, summary, _ = length_cache.load(cache, key=key, identity=identity)
+        return length_cache.load(cache, key=key, identity=identity)
     except length_cache.CacheDamaged as exc:
         reporter.warning(f"plan cache {cache} is {exc}: not used, {path} is read again")
         return None
-    except KeyError:
+    except KeyError:  # written for other data or settings: computed again and overwritten
         return None
-    return table, summary
 
 
 def _compute(settings: Settings, split: str, path: Path, backend: Any, processor: Any) -> tuple[Any, dict[str, Any]]:

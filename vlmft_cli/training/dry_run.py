@@ -4,7 +4,7 @@ real data, the padding share, the step count, what packing saves and a memory es
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vlmft_cli.settings import Settings
@@ -184,6 +184,8 @@ class CheckpointingChoice:
     peak_off_gb: float | None = None
     peak_on_gb: float | None = None
     cap_gb: float | None = None
+    #: What the peaks were estimated from, kept for the dry run's memory figures (not part of `as_dict`).
+    estimate: tuple[ModelShape, MicroBatchLoad] | None = field(default=None, repr=False, compare=False)
 
     @property
     def enabled(self) -> bool:
@@ -193,7 +195,11 @@ class CheckpointingChoice:
         return f"gradient checkpointing: {self.value} ({self.reason})"
 
     def as_dict(self) -> dict[str, Any]:
-        return {key: round(value, 3) if isinstance(value, float) else value for key, value in self.__dict__.items()}
+        return {
+            key: round(value, 3) if isinstance(value, float) else value
+            for key, value in self.__dict__.items()
+            if key != "estimate"
+        }
 
 
 def _gb(value: float) -> str:
@@ -276,9 +282,12 @@ def largest_micro_batch(plan: Plan) -> MicroBatchLoad:
     return MicroBatchLoad(rows, examples[ranked[0]].length, labelled, frames, masked=rows > 1)
 
 
-def resolve_checkpointing(plan: Plan, shape: ModelShape | None = None) -> CheckpointingChoice:
+def resolve_checkpointing(
+    plan: Plan, shape: ModelShape | None = None, load: MicroBatchLoad | None = None
+) -> CheckpointingChoice:
     """`gradient_checkpointing` made concrete for this plan: `auto` compares the estimated peak of the
-    largest micro-batch without checkpointing with the memory cap (`decide_checkpointing`)."""
+    largest micro-batch (`load`, found here when not given) without checkpointing with the memory cap
+    (`decide_checkpointing`). The choice keeps the shape and load it was estimated from."""
     settings = plan.resolved.settings
     asked = str(settings.gradient_checkpointing)
     source = plan.resolved.sources.get("gradient_checkpointing", "default")
@@ -286,11 +295,11 @@ def resolve_checkpointing(plan: Plan, shape: ModelShape | None = None) -> Checkp
     shape = shape if shape is not None else (model_shape(plan.backend, settings) if asked == "auto" else None)
     if shape is None:
         return decide_checkpointing(asked, cap, None, source=source)
-    load = largest_micro_batch(plan)
+    load = load if load is not None else largest_micro_batch(plan)
     device = plan.profile.hardware.device
     off = estimate_memory_gb(settings, shape, load, checkpointing=False, device=device)["peak_gb"]
     on = estimate_memory_gb(settings, shape, load, checkpointing=True, device=device)["peak_gb"]
-    return decide_checkpointing(asked, cap, off, on, source=source)
+    return replace(decide_checkpointing(asked, cap, off, on, source=source), estimate=(shape, load))
 
 
 def packing_figures(settings: Settings, packing: Any) -> dict[str, Any]:
@@ -423,11 +432,16 @@ def describe(plan: Plan, reconcile_lines: list[str] | None = None) -> dict[str, 
         or None,
         "resume": reconcile_lines,
     }
-    shape = model_shape(plan.backend, settings)
-    choice = plan.checkpointing or resolve_checkpointing(plan, shape)
+    # `plan_run` has estimated the peaks already when it resolved `auto`: its model shape (a model built
+    # on the meta device) and largest micro-batch (an epoch's batch plan) are not worked out again.
+    estimate = plan.checkpointing.estimate if plan.checkpointing is not None else None
+    if estimate is None:
+        shape = model_shape(plan.backend, settings)
+        estimate = (shape, largest_micro_batch(plan)) if shape else None
+    choice = plan.checkpointing or resolve_checkpointing(plan, *(estimate or ()))
     document["gradient_checkpointing"] = choice.as_dict()
-    if shape:
-        load = largest_micro_batch(plan)
+    if estimate:
+        shape, load = estimate
         memory: dict[str, Any] = estimate_memory_gb(
             settings, shape, load, checkpointing=choice.enabled, device=plan.profile.hardware.device
         )

@@ -159,4 +159,4 @@ def _packing_data(settings: Settings, backend: Any, processor: Any, examples: li
 
     if settings.stage != 1 or not callable(getattr(backend, "packed_prefix_length", None)):
         return None
-    return PackingData.from_examples(examples, lambda frames, fps=None: backend.packed_prefix_length(processor, frames, fps), settings.max_length)
+    return PackingData.for_backend(examples, backend, processor, settings.max_length)
